@@ -81,6 +81,19 @@ class ExportError(OtelAuditError):
         self.status = status
 
 
+class WALContextError(WALCorruptionError):
+    """A record names a resource/scope context file that is missing or does not match its id.
+
+    The records that refer to it cannot be rebuilt into a request; the sender moves them to
+    dead-letter/ with this message instead of blocking the queue behind them.
+    """
+
+    def __init__(self, message: str, *, context_id: str, path: str) -> None:
+        super().__init__(message)
+        self.context_id = context_id
+        self.path = path
+
+
 __all__ = [
     "AuditTimeoutError",
     "AuditWriteError",
@@ -88,6 +101,7 @@ __all__ = [
     "ExportError",
     "InvalidAuditRecordError",
     "OtelAuditError",
+    "WALContextError",
     "WALCorruptionError",
     "WALError",
     "WALFormatError",
