@@ -108,3 +108,13 @@ __all__ = [
     "WALFullError",
     "WALLockedError",
 ]
+
+
+class WALRecordTooLargeError(WALError, ValueError):
+    """A payload can never be appended, however long one waits: it exceeds the frame or max_bytes limit.
+
+    Retrying is pointless; route the record to dead-letter or reject it to the caller.
+    """
+
+
+__all__ += ["WALRecordTooLargeError"]
