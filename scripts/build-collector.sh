@@ -51,7 +51,7 @@ fi
 
 if ! command -v go >/dev/null 2>&1; then
   say "Go toolchain not found on PATH; the collector is built from source with the official builder."
-  say "Install Go >= 1.24 (e.g. your distribution's golang package), or set OTEL_AUDIT_COLLECTOR_BIN"
+  say "Install Go >= 1.26 (the v0.161.0 modules declare go 1.26.0), or set OTEL_AUDIT_COLLECTOR_BIN"
   say "to an existing otelcol binary that has the components listed in $manifest."
   exit 3
 fi
