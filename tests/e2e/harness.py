@@ -76,6 +76,7 @@ class Collector:
         self.health_port = free_port()
         self.archive_path = workdir / "archive" / "audit.jsonl"
         self.traces_path = workdir / "archive" / "traces.jsonl"
+        self.queue_dir = workdir / "queue"
         self.log_path = workdir / "collector.log"
         self.ready_timeout_s = ready_timeout_s
         self.extra_env = dict(env or {})
@@ -116,6 +117,7 @@ class Collector:
             "OTEL_AUDIT_HEALTH_ENDPOINT": f"127.0.0.1:{self.health_port}",
             "OTEL_AUDIT_ARCHIVE": str(self.archive_path),
             "OTEL_AUDIT_TRACES_ARCHIVE": str(self.traces_path),
+            "OTEL_AUDIT_QUEUE_DIR": str(self.queue_dir),
             **self.extra_env,
         }
 
