@@ -28,10 +28,23 @@ def _emit(**kwargs: Any) -> ReadableLogRecord:
 
 CASES: list[dict[str, Any]] = [
     {},
-    {"body": "hello", "event_name": "user.login", "severity_number": SeverityNumber.INFO, "severity_text": "INFO"},
+    {
+        "body": "hello",
+        "event_name": "user.login",
+        "severity_number": SeverityNumber.INFO,
+        "severity_text": "INFO",
+    },
     {
         "body": {"nested": [1, 2.5, True, b"\x00\xff", "s"], "m": {"a": None}},
-        "attributes": {"s": "x", "i": -(2**63), "f": 1.5, "b": False, "bytes": b"ab", "arr": ["a", "b"], "t": (1, 2)},
+        "attributes": {
+            "s": "x",
+            "i": -(2**63),
+            "f": 1.5,
+            "b": False,
+            "bytes": b"ab",
+            "arr": ["a", "b"],
+            "t": (1, 2),
+        },
         "timestamp": 1_700_000_000_123_456_789,
         "observed_timestamp": 1_700_000_000_223_456_789,
     },
