@@ -76,7 +76,7 @@ class _Reply:
 
 
 @dataclass(frozen=True)
-class TestCertificates:
+class GeneratedCertificates:
     """PEM files of a throw-away CA, a server certificate (localhost, 127.0.0.1) and a client certificate."""
 
     directory: Path
@@ -89,7 +89,7 @@ class TestCertificates:
 
 def make_test_certificates(
     directory: str | Path, *, common_name: str = "otel-audit test CA"
-) -> TestCertificates:
+) -> GeneratedCertificates:
     """Generate a CA and two leaf certificates signed by it, valid for a day, for TLS/mTLS tests."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -158,7 +158,7 @@ def make_test_certificates(
     for filename, data in files.items():
         (out / filename).write_bytes(data)
         (out / filename).chmod(0o600)
-    return TestCertificates(
+    return GeneratedCertificates(
         out, out / "ca.pem", out / "server.pem", out / "server.key", out / "client.pem", out / "client.key"
     )
 
@@ -181,7 +181,7 @@ class FakeCollector:
     def __init__(
         self,
         *,
-        certificates: TestCertificates | None = None,
+        certificates: GeneratedCertificates | None = None,
         require_client_cert: bool = False,
         max_request_bytes: int | None = None,
         grpc_max_receive_bytes: int = 64 << 20,
@@ -458,6 +458,10 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
         self.connections_lock = threading.Lock()
         super().__init__(address, handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Failed handshakes and connections cut by down() are part of the tests, not news.
+        return
+
     def drop_connections(self) -> None:
         """Cut kept-alive connections too: a stopped collector must not keep answering on them."""
         with self.connections_lock:
@@ -539,7 +543,7 @@ def records_matching(records: Iterable[LogRecord], predicate: RecordPredicate) -
 __all__ = [
     "FakeCollector",
     "ReceivedRequest",
-    "TestCertificates",
+    "GeneratedCertificates",
     "make_test_certificates",
     "record_id",
     "records_matching",
