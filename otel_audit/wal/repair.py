@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import frame
-from .segment import FILE_MODE, SegmentFile, decode_header, fsync_dir
+from .segment import FILE_MODE, SegmentFile, decode_header, encode_header, fsync_dir
 from .segment import HEADER_SIZE as SEGMENT_HEADER_SIZE
 
 log = logging.getLogger("otel_audit.wal")
@@ -89,28 +89,36 @@ def repair_segment(seg: SegmentFile, quarantine_dir: Path, *, after_seq: int) ->
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         first = decode_header(f.read(SEGMENT_HEADER_SIZE), path)
-        if first is None or first != seg.first_seq:
+        header_bad = first is None or first != seg.first_seq
+        if size < SEGMENT_HEADER_SIZE:
+            # Not even a header: nothing in here was ever a frame (creation is tmp+rename).
             f.close()
-            if size == 0:
+            if size:
+                quarantine_file(path, quarantine_dir, "bad-header")
+            else:
                 os.unlink(path)
-                return None
-            quarantine_file(path, quarantine_dir, "bad-header")
             return None
-        if size == SEGMENT_HEADER_SIZE:
+        first = seg.first_seq  # the name is the fallback when the header is damaged
+        if size == SEGMENT_HEADER_SIZE and not header_bad:
             return RepairResult(first, path, size, None)
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             regions, last, lost, torn_frame = _scan(mm, size, max(first, after_seq + 1))
-            if not regions:
+            if not regions and not header_bad:
                 return RepairResult(first, path, size, last)
+            if header_bad:
+                _quarantine_bytes(quarantine_dir, f"{path.name}.{0:012d}.bad-header", mm[:SEGMENT_HEADER_SIZE])
             for start, stop in regions:
                 kind = "torn" if stop == size else "bad"
                 _quarantine_bytes(quarantine_dir, f"{path.name}.{start:012d}.{kind}", mm[start:stop])
             good = _complement(regions, size)
             new_size = sum(b - a for a, b in good)
-            if len(regions) == 1 and regions[0][1] == size:
+            if not header_bad and len(regions) == 1 and regions[0][1] == size:
                 _truncate(path, regions[0][0])
             else:
-                _rewrite(path, mm, good)
+                _rewrite(path, mm, first, good)
+    if header_bad:
+        log.warning("wal: damaged header in '%s' at position 0; rebuilt from the file name", path)
+        regions.insert(0, (0, SEGMENT_HEADER_SIZE))
     lost += torn_frame
     for start, stop in regions:
         log.warning(
@@ -150,6 +158,7 @@ def _scan(mm: mmap.mmap, size: int, expected: int) -> tuple[list[tuple[int, int]
 
 
 def _complement(regions: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """Return the byte ranges outside ``regions``, the segment header included."""
     good, pos = [], 0
     for start, stop in regions:
         if start > pos:
@@ -169,12 +178,16 @@ def _truncate(path: Path, offset: int) -> None:
         os.close(fd)
 
 
-def _rewrite(path: Path, mm: mmap.mmap, good: list[tuple[int, int]]) -> None:
-    """Write the good ranges to a new file and rename it over the segment (atomic)."""
+def _rewrite(path: Path, mm: mmap.mmap, first_seq: int, good: list[tuple[int, int]]) -> None:
+    """Write a fresh header and the good frame ranges to a new file, renamed over the segment."""
     tmp = path.with_name(path.name + ".repair")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
     try:
+        os.write(fd, encode_header(first_seq))
         for start, stop in good:
+            start = max(start, SEGMENT_HEADER_SIZE)
+            if start >= stop:
+                continue
             view = memoryview(mm)[start:stop]
             try:
                 while view:

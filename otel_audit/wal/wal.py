@@ -230,7 +230,7 @@ class WAL:
             while True:
                 self._check_usable()
                 used = self._writer.total_bytes
-                if used + size > self.options.max_bytes:
+                if used + self._writer.bytes_needed(size) > self.options.max_bytes:
                     reason = f"max_bytes={self.options.max_bytes} reached ({used} bytes in segments)"
                 else:
                     try:

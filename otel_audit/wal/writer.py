@@ -81,6 +81,13 @@ class SegmentWriter:
 
     # -- writing (caller holds the lock) -----------------------------------------------
 
+    def bytes_needed(self, frame_bytes: int) -> int:
+        """Disk bytes an append of ``frame_bytes`` adds, counting a new segment's header."""
+        active = self.segments[-1] if self._fd >= 0 else None
+        if active is None or (not active.empty and active.size + frame_bytes > self._segment_bytes):
+            return frame_bytes + segment.HEADER_SIZE
+        return frame_bytes
+
     def write(self, payloads: Sequence[bytes], time_ns: int) -> int:
         """Write frames for ``payloads`` in one ``os.write``; return the first seq.
 
@@ -94,6 +101,7 @@ class SegmentWriter:
         active = self.segments[-1] if self._fd >= 0 else None
         if active is None or (not active.empty and active.size + len(data) > self._segment_bytes):
             active = self._roll()
+        assert active is not None
         start = active.size
         try:
             view = memoryview(data)
