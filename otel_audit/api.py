@@ -11,15 +11,13 @@ from datetime import datetime
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_audit.config import AuditConfig, resolve_config
 from otel_audit.encoding import encode_context
 from otel_audit.exceptions import ConfigError, InvalidAuditRecordError
-from otel_audit.integrity import StreamChain, load_signer
+from otel_audit.integrity import HmacSha256Signer, Signer, StreamChain, load_signing_key, stream_end_record
 from otel_audit.pipeline import AuditPipeline, get_pipeline, persist_or_fail
-from otel_audit.record import AuditReceipt, build_audit_log_record
-from otel_audit.version import __version__
+from otel_audit.record import AuditReceipt, AuditRecord, build_audit_log_record
 
 _log = logging.getLogger("otel_audit")
 
@@ -55,7 +53,8 @@ class AuditLogger:
         self.version = version
         self.schema_url = schema_url
         self._audit = audit
-        self._chain = StreamChain(signer=audit.signer) if audit.config.chain or audit.signer else None
+        # Signing rides on sealing, so a signer implies a chain even when chain=False was asked.
+        self._chain = StreamChain(audit.signer) if audit.config.chain or audit.signer is not None else None
 
     def emit(
         self,
@@ -109,9 +108,9 @@ class AuditLogger:
 
     def close(self) -> AuditReceipt | None:
         """End the stream: write a last record with ``audit.sequence.end=true`` (graceful shutdown only)."""
-        if self._chain is None or self._chain.count == 0 or self._chain.ended:
+        if self._chain is None or self._chain.last_number == 0 or self._chain.closed:
             return None
-        return self._audit._emit_end(self)  # noqa: SLF001
+        return self._audit._persist(self, stream_end_record(), WAIT_PERSISTED, None, end=True)  # noqa: SLF001
 
     @property
     def chain(self) -> StreamChain | None:
@@ -123,14 +122,15 @@ class Audit:
 
     def __init__(self, config: AuditConfig) -> None:
         self.config = config
-        self.signer = load_signer(hmac_key_file=config.hmac_key_file, signing_key_file=config.signing_key_file)
+        self.signer = _load_signer(config)
         attrs: dict[str, Any] = {"service.name": config.service_name, **config.resource_attributes}
         if self.signer is not None:
             attrs.update(self.signer.resource_attributes())
         self.resource = Resource.create(attrs)
-        self.scope = InstrumentationScope("otel-audit", __version__)
         self.pipeline: AuditPipeline = get_pipeline(config)
-        self._context_id = self.pipeline.context_id(encode_context(self.resource, self.scope))
+        # The draft: InstrumentationScope "MUST be left empty" on audit records; the logger's name
+        # is a stream label carried by the chain, not a scope.
+        self._context_id = self.pipeline.context_id(encode_context(self.resource, None))
         self._loggers: dict[tuple[str, str | None, str | None], AuditLogger] = {}
         self._loggers_lock = threading.Lock()
         self._default = self.get_audit_logger(config.service_name)
@@ -200,25 +200,16 @@ class Audit:
             raise ConfigError(f"wait={wait!r} is not one of: {', '.join(_WAITS)}")
         if self._shutdown:
             raise InvalidAuditRecordError("the audit pipeline is shut down; configure() a new one")
-        built = build_audit_log_record(event_name, **fields)
-        return self._persist(logger, built.log_record, built.record_id, wait, timeout)
-
-    def _emit_end(self, logger: AuditLogger) -> AuditReceipt | None:
-        assert logger.chain is not None
-        built = build_audit_log_record(
-            "audit.stream.end", actor_id=None, actor_type="system", action="CLOSE", outcome="success",
-            attributes={},
-        )
-        logger.chain.mark_end(built.log_record)
-        return self._persist(logger, built.log_record, built.record_id, WAIT_PERSISTED, None)
+        observed = fields.pop("observed_timestamp")
+        record = build_audit_log_record(event_name, observed_timestamp_ns=observed, **fields)
+        return self._persist(logger, record, wait, timeout)
 
     def _persist(
-        self, logger: AuditLogger, log_record: Any, record_id: str, wait: str, timeout: float | None
+        self, logger: AuditLogger, record: AuditRecord, wait: str, timeout: float | None, *, end: bool = False
     ) -> AuditReceipt | None:
-        chain = logger.chain
-        seal = chain.seal if chain is not None else None
+        record_id = record.record_id
         result = persist_or_fail(
-            lambda: self.pipeline.persist_sealed(self._context_id, log_record, seal, record_id),
+            lambda: self.pipeline.persist_audit(self._context_id, record, logger.chain, end=end),
             fail_closed=self.config.fail_closed,
             record_id=record_id,
             pipeline=self.pipeline,
@@ -226,7 +217,7 @@ class Audit:
         if result is None:
             return None
         seq, digest = result
-        receipt = AuditReceipt.for_record(record_id, log_record, digest, time.time_ns())
+        receipt = AuditReceipt(record_id, digest.hex(), time.time_ns())
         if wait == WAIT_DELIVERED:
             self.pipeline.wait_seq_delivered(seq, timeout if timeout is not None else self.config.exporter.timeout, record_id)
         return receipt
@@ -257,6 +248,16 @@ class Audit:
                 _log.exception("could not write the end record of audit stream %r", logger.name)
         self._shutdown = True
         self.pipeline.shutdown(timeout)
+
+
+def _load_signer(config: AuditConfig) -> Signer | None:
+    if config.hmac_key_file and config.signing_key_file:
+        raise ConfigError("set hmac_key_file or signing_key_file, not both: a record carries one proof")
+    if config.hmac_key_file:
+        return HmacSha256Signer.from_key_file(config.hmac_key_file)
+    if config.signing_key_file:
+        return load_signing_key(config.signing_key_file)
+    return None
 
 
 _global: Audit | None = None

@@ -25,9 +25,9 @@ def processor_for(exporter: LogRecordExporter, *args: Any, **kwargs: Any) -> Log
     return BatchLogRecordProcessor(exporter, *args, **kwargs)
 
 
-class AuditConfigurator(_OTelSDKConfigurator):  # type: ignore[misc]
+class AuditConfigurator(_OTelSDKConfigurator):
     """The SDK's own configurator, with the durable processor chosen for the audit exporter."""
 
     def _configure(self, **kwargs: Any) -> None:
         kwargs.setdefault("export_log_record_processor", processor_for)
-        super()._configure(**kwargs)
+        super()._configure(**kwargs)  # type: ignore[no-untyped-call]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -11,15 +12,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
-
 from otel_audit.config import AuditConfig
 from otel_audit.exceptions import AuditTimeoutError, AuditWriteError, OtelAuditError, WALError
 from otel_audit.export.contexts import ContextStore
 from otel_audit.export.payload import encode_payload
 from otel_audit.export.sender import Sender
 from otel_audit.export.transport import create_transport
+from otel_audit.integrity import StreamChain
 from otel_audit.metrics import AuditMetrics
+from otel_audit.record import AuditRecord
 from otel_audit.wal import WAL
 
 _log = logging.getLogger("otel_audit")
@@ -86,25 +87,30 @@ class AuditPipeline:
         self._count_appended(seqs)
         return seqs
 
-    def persist_sealed(
-        self,
-        context_id: bytes,
-        record: LogRecord,
-        seal: Callable[[LogRecord], bytes] | None,
-        record_id: str,
-    ) -> tuple[int, bytes | None]:
-        """Seal (chain and sign) then append one audit record, atomically with respect to other appends.
+    def persist_audit(self, context_id: bytes, record: AuditRecord, chain: StreamChain | None, *, end: bool = False) -> tuple[int, bytes]:
+        """Seal (chain and sign) then append one audit record; returns (seq, integrity hash).
 
-        Returns (seq, integrity hash). A seal that fails to persist is rolled back by the caller's
-        chain (``seal`` must only commit its state once this returns without raising).
+        Sealing and appending happen under one lock so the chain's order is the WAL's order, and a
+        record that was not persisted is rolled back out of the chain: the next record must point
+        at a record that exists. seq is 0 when drop_newest refused the record.
         """
         with self._append_lock:
-            digest = seal(record) if seal is not None else None
-            payload = encode_payload(context_id, record.SerializeToString())
-            seq = self._wal.append(payload)
+            if chain is not None:
+                digest = chain.seal(record, end=end)
+            else:
+                digest = hashlib.sha256(record.canonical_bytes()).digest()
+            payload = encode_payload(context_id, record.proto.SerializeToString())
+            try:
+                seq = self._wal.append(payload)
+            except BaseException:
+                if chain is not None:
+                    chain.rollback(record)
+                raise
+            if seq == 0 and chain is not None:
+                chain.rollback(record)
         self._count_appended([seq])
         if seq:
-            self._remember(record_id, seq)
+            self._remember(record.record_id, seq)
         return seq, digest
 
     def _count_appended(self, seqs: Sequence[int]) -> None:
@@ -220,8 +226,8 @@ def _forget(pipeline: AuditPipeline) -> None:
 
 
 def persist_or_fail(
-    action: Callable[[], tuple[int, bytes | None]], *, fail_closed: bool, record_id: str, pipeline: AuditPipeline
-) -> tuple[int, bytes | None] | None:
+    action: Callable[[], tuple[int, bytes]], *, fail_closed: bool, record_id: str, pipeline: AuditPipeline
+) -> tuple[int, bytes] | None:
     """Run an append and apply the failure policy: fail-closed raises AuditWriteError, fail-open counts."""
     try:
         seq, digest = action()

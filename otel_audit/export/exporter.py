@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_audit.config import resolve_config
-from otel_audit.encoding import encode_context, encode_sdk_log_record, ensure_audit_ids
+from otel_audit.encoding import encode_context, encode_sdk_log_record
 from otel_audit.pipeline import AuditPipeline, get_pipeline
 
 _log = logging.getLogger("otel_audit.export")
@@ -20,6 +22,35 @@ _log = logging.getLogger("otel_audit.export")
 # Resource and scope objects are long-lived and shared by every record of a provider; caching their
 # context id by identity saves an encode + hash per record. Bounded, since a caller could mint many.
 _CONTEXT_CACHE_MAX = 256
+
+_RECORD_ID = "audit.record.id"
+_LOG_RECORD_UID = "log.record.uid"
+
+
+def ensure_audit_ids(record: LogRecord) -> None:
+    """Give an audit record arriving through the SDK path its dedup key, if the caller did not.
+
+    A record with any ``audit.*`` attribute is an audit record: it gets ``audit.record.id`` (a uuid4,
+    or its ``log.record.uid``) and the ``log.record.uid`` mirror, so replays deduplicate. Plain log
+    records pass through untouched: this exporter also carries ordinary logs.
+    """
+    is_audit = False
+    record_id = uid = None
+    for kv in record.attributes:
+        key = kv.key
+        if key.startswith("audit."):
+            is_audit = True
+            if key == _RECORD_ID:
+                record_id = kv.value.string_value
+        elif key == _LOG_RECORD_UID:
+            uid = kv.value.string_value
+    if not is_audit:
+        return
+    if not record_id:
+        record_id = uid or str(uuid.uuid4())
+        record.attributes.add(key=_RECORD_ID).value.string_value = record_id
+    if not uid:
+        record.attributes.add(key=_LOG_RECORD_UID).value.string_value = record_id
 
 
 class WALLogRecordExporter(LogRecordExporter):

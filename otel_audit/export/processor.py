@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import cast
 
-from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, get_value, set_value
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 
 _log = logging.getLogger("otel_audit.export")
+
+# Our own diagnostics go through stdlib logging; if the host bridges logging into OTel, a warning
+# logged while persisting would come back here. Past this depth we stop instead of looping.
+_RECURSION_KEY = "otel_audit.processor.depth"
+_MAX_DEPTH = 3
 
 
 class DurableLogRecordProcessor(LogRecordProcessor):
@@ -26,20 +34,27 @@ class DurableLogRecordProcessor(LogRecordProcessor):
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         if self._shutdown:
             return
+        depth = cast(int, get_value(_RECURSION_KEY) or 0)
+        if depth >= _MAX_DEPTH:
+            return
+        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, set_value(_RECURSION_KEY, depth + 1)))
         try:
-            result = self._exporter.export((log_record,))
+            # Our exporter encodes ReadWriteLogRecord directly; copying into a ReadableLogRecord
+            # (as the SDK's SimpleLogRecordProcessor does) would cost a dataclass per record.
+            result = self._exporter.export(cast(Sequence[ReadableLogRecord], (log_record,)))
+            if result is not LogRecordExportResult.SUCCESS:
+                _log.debug("audit exporter did not persist a record (result %s)", result)
         except Exception:  # noqa: BLE001 - never raise into the application
             _log.exception("audit exporter raised; the record was not persisted")
-            return
-        if result is not LogRecordExportResult.SUCCESS:
-            _log.debug("audit exporter did not persist a record (result %s)", result)
+        finally:
+            detach(token)
 
     def shutdown(self) -> None:
         if self._shutdown:
             return
         self._shutdown = True
         try:
-            self._exporter.shutdown()
+            self._exporter.shutdown()  # type: ignore[no-untyped-call]
         except Exception:  # noqa: BLE001
             _log.exception("audit exporter shutdown failed")
 
