@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import time
 import zlib
@@ -26,6 +25,7 @@ from otel_audit.archive import (
     archive_files,
     attributes_to_dict,
 )
+from otel_audit.archive import _objects_in_line as _objects_in_line
 from otel_audit.exceptions import OtelAuditError
 from otel_audit.export.contexts import ContextStore
 from otel_audit.export.payload import decode_payload
@@ -34,9 +34,6 @@ from otel_audit.wal.segment import list_segments
 
 from .filters import RecordFilter
 
-# Where a torn request may resume on a damaged line: every request the file exporter writes
-# starts like this (the same rule otel_audit.archive applies).
-_REQUEST_START = '{"resource'
 _FOLLOW_BATCH = 512
 _FOLLOW_BATCH_BYTES = 4 << 20
 
@@ -577,29 +574,12 @@ def _lines(stream: IO[bytes], source: str, stats: ArchiveStats) -> Iterator[tupl
 
 
 def _requests_in_line(line: bytes, source: str, line_number: int, stats: ArchiveStats) -> Iterator[object]:
-    try:
-        yield json.loads(line)
-        return
-    except ValueError:
-        pass
-    # A torn request (collector killed mid-write) glued to the next one: parse what parses.
-    text = line.decode("utf-8", errors="replace").rstrip("\r\n")
-    decoder = json.JSONDecoder()
-    pos = 0
-    while pos < len(text):
-        try:
-            obj, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError:
-            stats.torn_lines += 1
-            stats._note(source, line_number, f"torn request at character {pos}")
-            pos = text.find(_REQUEST_START, pos + 1)
-            if pos < 0:
-                return
-            continue
-        yield obj
-        pos = end
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
+    """The JSON objects of one line, torn fragments skipped and counted exactly as the archive reader does.
+
+    Borrowed from otel_audit.archive (private there until it exposes a per-line API), so both
+    readers agree on what a torn line is.
+    """
+    return _objects_in_line(line, source, line_number, stats)
 
 
 def _record_groups(
