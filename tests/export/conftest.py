@@ -60,11 +60,18 @@ def make_sender(contexts: ContextStore) -> Iterator[SenderFactory]:
     """Build (and start) senders with a fast backoff; every one is shut down at teardown."""
     made: list[Sender] = []
 
-    def factory(wal: Any, transport: Transport, *, start: bool = True, **kwargs: Any) -> Sender:
+    def factory(
+        wal: Any,
+        transport: Transport,
+        *,
+        start: bool = True,
+        store: ContextStore | None = None,
+        **kwargs: Any,
+    ) -> Sender:
         kwargs.setdefault("initial_backoff", 0.01)
         kwargs.setdefault("max_backoff", 0.05)
         kwargs.setdefault("export_timeout", 5.0)
-        sender = Sender(wal, contexts, transport, **kwargs)
+        sender = Sender(wal, store or contexts, transport, **kwargs)
         made.append(sender)
         if start:
             sender.start()
