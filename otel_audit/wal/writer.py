@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -189,6 +190,11 @@ class SegmentWriter:
             with self._lock:
                 upto = self.written_seq
                 fd = os.dup(self._fd) if self._fd >= 0 else -1
+                if fd >= 0 and os.fstat(fd).st_nlink == 0:
+                    # Acks never delete the active segment without closing our fd first, so
+                    # someone else removed it: every later write would vanish with the inode.
+                    os.close(fd)
+                    raise OSError(errno.ENOENT, "active segment was deleted by another program", str(self._dir))
             if fd >= 0:
                 try:
                     os.fsync(fd)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_audit.exceptions import WALFullError
+from otel_audit.exceptions import WALError, WALFullError
 from otel_audit.wal import WAL
 
 from .conftest import payload_for
@@ -203,3 +203,15 @@ def test_max_bytes_block_policy_times_out(wal_dir: Path) -> None:
         with pytest.raises(WALFullError):
             w.append(payload_for(last + 1, PAYLOAD_BYTES))
         assert 0.15 < time.monotonic() - t0 < 3
+
+
+def test_segment_deleted_under_the_writer_is_detected_at_fsync(wal_dir: Path) -> None:
+    """Someone deleting the active segment makes the next fsync fail loudly, not lose records silently."""
+    with WAL.open(wal_dir, durability="always") as w:
+        w.append(b"a")
+        for p in (wal_dir / "segments").iterdir():
+            p.unlink()
+        with pytest.raises(WALError, match="deleted by another program"):
+            w.append(b"b")
+        with pytest.raises(WALError, match="reopen the WAL"):
+            w.append(b"c")
