@@ -353,13 +353,14 @@ class WalSource(Source):
         most the rows still wanted, so memory is bounded by the page, whatever the WAL's size.
         """
         match = self._matcher(flt)
+        unfiltered = flt is None or flt.empty
         upper = before if before is not None else 2**64
         segments = [s for s in list_segments(self._segments_dir) if s.first_seq < upper]
         found: list[Entry] = []
         high = 0
         for i in range(len(segments) - 1, -1, -1):
             stop = min(segments[i + 1].first_seq if i + 1 < len(segments) else upper, upper)
-            window: deque[Entry] = deque(maxlen=limit - len(found))
+            window: deque[Entry | tuple[int, bytes]] = deque(maxlen=limit - len(found))
             with self.reader.cursor(after=segments[i].first_seq - 1) as cursor:
                 while batch := cursor.next_batch(1024, 4 << 20):
                     if batch[-1][0] >= stop:
@@ -367,13 +368,16 @@ class WalSource(Source):
                         if not batch:
                             break
                     high = max(high, batch[-1][0])
-                    for seq, payload in batch:
-                        entry = match(seq, payload)
-                        if entry is not None:
-                            window.append(entry)
+                    if unfiltered:  # decode nothing until we know which frames make the page
+                        window.extend(batch)
+                    else:
+                        for seq, payload in batch:
+                            entry = match(seq, payload)
+                            if entry is not None:
+                                window.append(entry)
                     if batch[-1][0] + 1 >= stop:
                         break
-            found.extend(reversed(window))
+            found.extend(item if isinstance(item, Entry) else self._entry(*item) for item in reversed(window))
             if len(found) >= limit:
                 break
         first_on_disk = segments[0].first_seq if segments else 0
