@@ -79,7 +79,9 @@ def wal_appends(directory: Path, mode: str, threads: int, per_thread: int) -> tu
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer records, for CI smoke runs")
-    parser.add_argument("--dir", default=None, help="parent directory for the test WALs (default: system temp)")
+    parser.add_argument(
+        "--dir", default=None, help="parent directory for the test WALs (default: system temp)"
+    )
     args = parser.parse_args()
     scale = 0.2 if args.quick else 1.0
     base = Path(tempfile.mkdtemp(prefix="otel-audit-wal-bench-", dir=args.dir))
@@ -92,7 +94,9 @@ def main() -> None:
         for mode in ("always", "interval", "never"):
             for threads in (1, 8):
                 total = n_sync if mode == "always" else n_fast
-                rate, lat, stats = wal_appends(base / f"{mode}-{threads}", mode, threads, max(1, total // threads))
+                rate, lat, stats = wal_appends(
+                    base / f"{mode}-{threads}", mode, threads, max(1, total // threads)
+                )
                 rows.append((mode, threads, rate, lat, stats))
         lat_sorted = sorted(raw_lat)
         print(f"WAL append benchmark, {len(PAYLOAD)}-byte payloads, directory {base}")

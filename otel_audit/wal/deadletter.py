@@ -55,7 +55,13 @@ def write(directory: Path, seq: int, payload: bytes, reason: str, *, time_ns: in
     meta_path = dl_dir / f"{seq:020d}.json"
     when = dt.datetime.fromtimestamp(time_ns / 1e9, tz=dt.UTC).isoformat().replace("+00:00", "Z")
     _write_durably(frame_path, frame.encode(seq, time_ns, payload))
-    meta = {"seq": seq, "reason": reason, "time": when, "payload_bytes": len(payload), "frame": frame_path.name}
+    meta = {
+        "seq": seq,
+        "reason": reason,
+        "time": when,
+        "payload_bytes": len(payload),
+        "frame": frame_path.name,
+    }
     _write_durably(meta_path, json.dumps(meta, indent=2, sort_keys=True).encode() + b"\n")
     fsync_dir(dl_dir)
     return frame_path

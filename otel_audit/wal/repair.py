@@ -106,7 +106,9 @@ def repair_segment(seg: SegmentFile, quarantine_dir: Path, *, after_seq: int) ->
             if not regions and not header_bad:
                 return RepairResult(first, path, size, last)
             if header_bad:
-                _quarantine_bytes(quarantine_dir, f"{path.name}.{0:012d}.bad-header", mm[:SEGMENT_HEADER_SIZE])
+                _quarantine_bytes(
+                    quarantine_dir, f"{path.name}.{0:012d}.bad-header", mm[:SEGMENT_HEADER_SIZE]
+                )
             for start, stop in regions:
                 kind = "torn" if stop == size else "bad"
                 _quarantine_bytes(quarantine_dir, f"{path.name}.{start:012d}.{kind}", mm[start:stop])

@@ -126,7 +126,9 @@ class WAL:
                 os.unlink(self._segments_dir / name)
         ckpt, raw = checkpoint.read(self.directory)
         if ckpt is None and raw is not None:
-            repair.quarantine_file(self.directory / checkpoint.CHECKPOINT_NAME, quarantine_dir, "bad-checkpoint")
+            repair.quarantine_file(
+                self.directory / checkpoint.CHECKPOINT_NAME, quarantine_dir, "bad-checkpoint"
+            )
         acked = ckpt.acked_seq if ckpt is not None else 0
         found = segment.list_segments(self._segments_dir)
         states: list[SegmentState] = []
@@ -145,7 +147,9 @@ class WAL:
             high = max(high, result.first_seq - 1)
             if result.last_seq is None:
                 if result.size:  # header only: keep it only if appends can continue in it
-                    states.append(SegmentState(result.first_seq, result.path, result.size, result.first_seq - 1))
+                    states.append(
+                        SegmentState(result.first_seq, result.path, result.size, result.first_seq - 1)
+                    )
                 continue
             if i > 0 and states and not states[-1].empty and result.first_seq > states[-1].last_seq + 1:
                 self._quarantined_frames += result.first_seq - states[-1].last_seq - 1
@@ -287,9 +291,10 @@ class WAL:
         """Block until ``last_seq > after_seq`` or ``timeout`` seconds pass (or the WAL closes)."""
         self._check_usable()
         with self._cond:
-            return self._cond.wait_for(
-                lambda: self._writer.written_seq > after_seq or self._closed, timeout
-            ) and self._writer.written_seq > after_seq
+            return (
+                self._cond.wait_for(lambda: self._writer.written_seq > after_seq or self._closed, timeout)
+                and self._writer.written_seq > after_seq
+            )
 
     # -- reading ---------------------------------------------------------------------------
 

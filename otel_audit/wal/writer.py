@@ -194,7 +194,9 @@ class SegmentWriter:
                     # Acks never delete the active segment without closing our fd first, so
                     # someone else removed it: every later write would vanish with the inode.
                     os.close(fd)
-                    raise OSError(errno.ENOENT, "active segment was deleted by another program", str(self._dir))
+                    raise OSError(
+                        errno.ENOENT, "active segment was deleted by another program", str(self._dir)
+                    )
             if fd >= 0:
                 try:
                     os.fsync(fd)

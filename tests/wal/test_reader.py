@@ -63,12 +63,14 @@ def test_cursor_survives_acked_segments_being_deleted(wal: WAL) -> None:
         assert [s for s, _ in cur.next_batch(5, 1 << 20)] == [1, 2, 3, 4, 5]
         wal.ack(150)  # deletes the segment the cursor has open, and more
         got = [s for s, _ in cur]
-    assert got[: 200 - 5][0] == 6  # still reads its open (deleted) file
+    assert got[0] == 6  # it still reads the file it had open, though deleted
     assert got == sorted(got) and got[-1] == 200
     assert set(range(151, 201)) <= set(got)
 
 
-def test_cursor_does_not_rescan_a_segment_for_each_batch(wal_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cursor_does_not_rescan_a_segment_for_each_batch(
+    wal_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Reading N frames in small batches reads each byte about once."""
     with WAL.open(wal_dir, durability="never", segment_bytes=1 << 20) as w:
         w.append_many([payload_for(i, 200) for i in range(1, 2001)])
@@ -163,7 +165,9 @@ def test_reader_in_another_process_follows_a_live_writer(wal_dir: Path) -> None:
     n = 4000
     WAL.open(wal_dir).close()
     writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(wal_dir), str(n)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}
+        [sys.executable, "-c", WRITER, str(wal_dir), str(n)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     reader = WALReader(wal_dir)
     got: list[int] = []
