@@ -155,12 +155,13 @@ def double_json(number: float) -> str:
 
 
 def _key_values_json(parts: ValueParts) -> str:
-    keys = list(parts)
-    if all(key.isascii() for key in keys):
-        keys.sort()
-    else:
+    keys = sorted(parts)
+    if not "".join(keys).isascii():
         # RFC 8785 orders by UTF-16 code units; code points differ above U+FFFF.
         keys.sort(key=_utf16)
+    if "" not in parts and None not in parts.values():
+        prefix = _KEY_PREFIX
+        return "[" + ",".join([(prefix.get(k) or _key_prefix(k)) + parts[k] + "}" for k in keys]) + "]"  # type: ignore[operator]
     items = []
     for key in keys:
         value = parts[key]
@@ -171,6 +172,18 @@ def _key_values_json(parts: ValueParts) -> str:
         else:  # protobuf JSON omits a default (empty) key
             items.append('{"value":' + value + "}")
     return "[" + ",".join(items) + "]"
+
+
+# Attribute names repeat from record to record: their JSON prefix is rendered once.
+_KEY_PREFIX: dict[str, str] = {}
+_KEY_PREFIX_MAX: Final = 4096
+
+
+def _key_prefix(key: str) -> str:
+    prefix = '{"key":' + json_string(key) + ',"value":'
+    if len(_KEY_PREFIX) < _KEY_PREFIX_MAX:
+        _KEY_PREFIX[key] = prefix
+    return prefix
 
 
 def _utf16(key: str) -> bytes:

@@ -9,7 +9,6 @@ import math
 import os
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -262,7 +261,7 @@ def build_audit_log_record(
     lim = default_limits() if limits is None else limits
     _check_event_name(event_name)
     if record_id is None:
-        record_id = str(uuid.uuid4())
+        record_id = new_record_id()
     else:
         _check_record_id(record_id)
     actor_text = _actor_id_text(actor_id)
@@ -359,6 +358,18 @@ def build_audit_log_record(
     if body is not None:
         _set_any(rec.body, body, "body", 0, None, lim.max_depth)
     return AuditRecord(rec, record_id, parts)
+
+
+def new_record_id() -> str:
+    """A random (version 4) UUID as text: 122 random bits from os.urandom, like uuid.uuid4().
+
+    Formatted by hand because `str(uuid.uuid4())` costs twice as much, on every record.
+    """
+    x = os.urandom(16).hex()
+    return f"{x[:8]}-{x[8:12]}-4{x[13:16]}-{_UUID_VARIANT[int(x[16], 16) & 3]}{x[17:20]}-{x[20:]}"
+
+
+_UUID_VARIANT: Final = "89ab"
 
 
 def source_type_of(source_id: str) -> str | None:
@@ -621,6 +632,7 @@ __all__ = [
     "AuditRecord",
     "build_audit_log_record",
     "default_limits",
+    "new_record_id",
     "now_ns",
     "source_type_of",
 ]

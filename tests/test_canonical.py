@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import rfc8785
@@ -456,3 +458,41 @@ def test_builder_parts_equal_the_generic_canonical_form(
         limits=AttributeLimits(max_value_length=6),
     )
     assert record.canonical_bytes() == canonical_bytes(record.proto)
+
+
+def _docs_canonicalizer() -> Any:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "integrity.md").read_text()
+    section = text[text.index("### 1.5") :]
+    code = section[
+        section.index("```python") + len("```python") : section.index("```\n", section.index("```python") + 9)
+    ]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/integrity.md", "exec"), namespace)
+    return namespace["canonical_bytes"]
+
+
+DOCS_CANONICAL_BYTES = _docs_canonicalizer()
+
+
+def _as_otlp_json(record: LogRecord) -> dict[str, Any]:
+    """The record as an OTLP/JSON archive line holds it (ids in hex), through a JSON round trip."""
+    obj = MessageToDict(record)
+    for name in ("traceId", "spanId"):
+        if name in obj:
+            obj[name] = base64.b64decode(obj[name]).hex().upper()  # case is not significant on input
+    loaded: dict[str, Any] = json.loads(json.dumps(obj))
+    return loaded
+
+
+@given(log_records())
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+def test_the_stand_alone_verifier_in_the_docs_agrees(record: LogRecord) -> None:
+    """docs/integrity.md's canonicalizer, fed OTLP/JSON, gives our canonical bytes."""
+    assert DOCS_CANONICAL_BYTES(_as_otlp_json(record)) == canonical_bytes(record)
+
+
+def test_the_stand_alone_verifier_accepts_defaults_written_out() -> None:
+    record = _as_otlp_json(golden_login())
+    record.update({"flags": 0, "droppedAttributesCount": 0, "severityNumber": 9, "traceId": "", "spanId": ""})
+    record["timeUnixNano"] = int(record["timeUnixNano"])
+    assert DOCS_CANONICAL_BYTES(record) == GOLDEN_LOGIN

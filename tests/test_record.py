@@ -20,6 +20,7 @@ from otel_audit.record import (
     AuditReceipt,
     AuditRecord,
     build_audit_log_record,
+    new_record_id,
     source_type_of,
 )
 
@@ -459,3 +460,11 @@ def test_receipt_is_frozen() -> None:
     receipt = AuditReceipt(record_id="r", integrity_hash="00" * 32, sink_timestamp=1)
     with pytest.raises(AttributeError):
         receipt.record_id = "other"  # type: ignore[misc]
+
+
+def test_new_record_id_is_a_random_rfc4122_version_4_uuid() -> None:
+    ids = {new_record_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)

@@ -138,7 +138,8 @@ class StreamChain:
                 canonical = canonical_bytes(proto)
             digest = hashlib.sha256(canonical).digest()
             if self._signer is not None:
-                apply_signature(proto, canonical, self._signer)
+                # A built AuditRecord cannot hold integrity attributes (the builder refuses them).
+                apply_signature(proto, canonical, self._signer, replace=not isinstance(record, AuditRecord))
             self._previous = link
             self._link = _Link(number, digest.hex(), record_id, end)
             return digest

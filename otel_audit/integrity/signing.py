@@ -264,13 +264,15 @@ class Es256Signer:
         return Es256Verifier(self._public)
 
 
-def apply_signature(record: LogRecord, canonical: bytes, signer: Signer) -> None:
+def apply_signature(record: LogRecord, canonical: bytes, signer: Signer, *, replace: bool = True) -> None:
     """Replace the record's `audit.integrity.*` attributes with `signer`'s proof over `canonical`.
 
     `canonical` must be `canonical_bytes(record)`; callers that already hashed the record pass
-    the bytes they hashed, so the record is rendered once.
+    the bytes they hashed, so the record is rendered once. `replace=False` skips looking for
+    old proofs, for callers that know there are none (a freshly built record).
     """
-    strip_integrity(record)
+    if replace:
+        strip_integrity(record)
     add = record.attributes.add
     add(key=ATTR_INTEGRITY_VALUE).value.string_value = base64.b64encode(signer.sign(canonical)).decode(
         "ascii"

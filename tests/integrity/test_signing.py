@@ -227,3 +227,23 @@ def test_signer_from_env(tmp_path: Path) -> None:
     assert isinstance(signer_from_env({"OTEL_AUDIT_SIGNING_KEY_FILE": str(pem)}), Ed25519Signer)
     with pytest.raises(ConfigError, match="not both"):
         signer_from_env({"OTEL_AUDIT_HMAC_KEY_FILE": str(key_file), "OTEL_AUDIT_SIGNING_KEY_FILE": str(pem)})
+
+
+def test_worked_example_of_docs_integrity_md() -> None:
+    """The HMAC value printed in docs/integrity.md for the draft's login example."""
+    proto = build_audit_log_record(
+        "user.login.success",
+        actor_id="u8472",
+        actor_type="user",
+        action="LOGIN",
+        outcome="success",
+        target_id="/api/auth/session",
+        target_type="http.endpoint",
+        source_id="203.0.113.42",
+        attributes={"audit.schema.version": "1.0.0", "session.id": "sess-abc123", "tls.version": "TLSv1.3"},
+        record_id="a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+        timestamp=1714041600000000000,
+        observed_timestamp_ns=1714041600001000000,
+    ).proto
+    sign_record(proto, HmacSha256Signer(b"0123456789abcdef0123456789abcdef"))
+    assert attribute(proto, "audit.integrity.value") == "02T8/oIuIJ3e/5F5U82tqJ5jk4LBKj/nH53rnudO49s="
