@@ -15,7 +15,7 @@ from .requeue import pending, requeue
 from .sources import SourceError, WalEntry, WalSource
 from .views import detail_sections, record_json
 
-_COLUMNS = ("SEQ", "REJECTED AT", "EVENT", "RECORD ID", "REASON")
+_COLUMNS = ("SEQ", "REJECTED AT", "EVENT", "REASON")
 
 
 def _wal(wal: str | None) -> WalSource:
@@ -29,6 +29,12 @@ def _wal(wal: str | None) -> WalSource:
 
 def _entry(source: WalSource, dl: DeadLetterEntry) -> WalEntry:
     return WalEntry(dl.seq, deadletter.read_payload(dl), source.contexts, source.directory)
+
+
+def _short_time(rfc3339: str) -> str:
+    """Seconds are enough to tell entries apart in a table; `show` and --json keep the full time."""
+    head, _, _ = rfc3339.partition(".")
+    return head + "Z" if "." in rfc3339 else rfc3339
 
 
 def _find(source: WalSource, seq: int) -> DeadLetterEntry:
@@ -71,16 +77,8 @@ def list_dead(wal: str | None, as_json: bool) -> None:
     elif entries:
         terminal.display_table(
             _COLUMNS,
-            [
-                (
-                    str(dl.seq),
-                    dl.time,
-                    (rec := _entry(source, dl)).event_name,
-                    rec.attribute("audit.record.id"),
-                    dl.reason,
-                )
-                for dl in entries
-            ],
+            [(str(dl.seq), _short_time(dl.time), _entry(source, dl).event_name, dl.reason) for dl in entries],
+            wrap=("REASON",),
         )
     else:
         terminal.display_info("no dead letters")

@@ -106,15 +106,20 @@ def display_table(
     outcome_column: str | None = None,
     widths: Sequence[int] | None = None,
     header: bool = True,
+    wrap: Sequence[str] = (),
 ) -> None:
     """Print rows under upper-case headings; an `outcome` column is coloured by value.
 
     With `widths`, columns have fixed widths, so rows printed by separate calls (tail -f) line up.
+    Columns named in `wrap` (free text such as an error message) wrap instead of squeezing the others.
     """
     table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold", show_header=header)
     for i, name in enumerate(columns):
         width = widths[i] if widths is not None else None
-        table.add_column(name, no_wrap=True, overflow="ellipsis", width=width, min_width=width)
+        if name in wrap:
+            table.add_column(name, overflow="fold", ratio=1)
+        else:
+            table.add_column(name, no_wrap=True, overflow="ellipsis", width=width, min_width=width)
     outcome_at = columns.index(outcome_column) if outcome_column in columns else -1
     for row in rows:
         cells = [escape(c) for c in row]

@@ -27,7 +27,7 @@ def test_list_shows_each_entry_with_the_servers_error(invoke: Invoke, wal_dir: P
     assert result.exit_code == 0, result.output
     rows = result.stdout.splitlines()[1:]
     assert [r.split()[0] for r in rows] == ["3", "8"]
-    assert Spec(3).record_id in rows[0] and REASON in rows[0]
+    assert Spec(3).event in rows[0] and REASON in rows[0]
     data = [
         json.loads(x) for x in invoke("dead-letter", "list", "--wal", wal_dir, "--json").stdout.splitlines()
     ]
