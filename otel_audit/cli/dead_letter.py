@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from otel_audit.exceptions import OtelAuditError
 from otel_audit.wal import deadletter
 from otel_audit.wal.deadletter import DeadLetterEntry
 
@@ -29,6 +30,14 @@ def _wal(wal: str | None) -> WalSource:
 
 def _entry(source: WalSource, dl: DeadLetterEntry) -> WalEntry:
     return WalEntry(dl.seq, deadletter.read_payload(dl), source.contexts, source.directory)
+
+
+def _event_of(source: WalSource, dl: DeadLetterEntry) -> str:
+    """The event name for a listing; a damaged entry is listed, not allowed to hide the others."""
+    try:
+        return _entry(source, dl).event_name
+    except (OtelAuditError, SourceError, OSError) as exc:
+        return f"(unreadable: {exc})"
 
 
 def _short_time(rfc3339: str) -> str:
@@ -61,23 +70,20 @@ def list_dead(wal: str | None, as_json: bool) -> None:
     source = _wal(wal)
     entries = deadletter.list_entries(source.directory)
     if as_json:
-        rows = []
+        rows: list[dict[str, object]] = []
         for dl in entries:
-            rec = _entry(source, dl)
-            rows.append(
-                {
-                    "seq": dl.seq,
-                    "time": dl.time,
-                    "reason": dl.reason,
-                    "event_name": rec.event_name,
-                    "record_id": rec.attribute("audit.record.id"),
-                }
-            )
+            row: dict[str, object] = {"seq": dl.seq, "time": dl.time, "reason": dl.reason}
+            try:
+                rec = _entry(source, dl)
+                row.update(event_name=rec.event_name, record_id=rec.attribute("audit.record.id"))
+            except (OtelAuditError, SourceError, OSError) as exc:
+                row["error"] = str(exc)
+            rows.append(row)
         terminal.display_json_lines(rows)
     elif entries:
         terminal.display_table(
             _COLUMNS,
-            [(str(dl.seq), _short_time(dl.time), _entry(source, dl).event_name, dl.reason) for dl in entries],
+            [(str(dl.seq), _short_time(dl.time), _event_of(source, dl), dl.reason) for dl in entries],
             wrap=("REASON",),
         )
     else:

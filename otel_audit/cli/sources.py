@@ -318,6 +318,7 @@ class WalSource(Source):
         self.contexts = ContextStore(self.directory)
         self.label = f"WAL {self.directory}"
         self._segments_dir = self.directory / "segments"
+        self._first_seq = 1
 
     def _entry(self, seq: int, payload: bytes) -> WalEntry:
         return WalEntry(seq, payload, self.contexts, self.directory)
@@ -664,8 +665,8 @@ class ArchiveSource(Source):
                     skipped_older = True
                 window.append(entry)
         found = list(reversed(window))
-        more = skipped_older or (flt is not None and not flt.empty and bool(found) and found[-1].seq > 1)
-        return Page(found, found[-1].seq if more and found else None)
+        # The pass started at the first record, so "an older match exists" is known exactly.
+        return Page(found, found[-1].seq if skipped_older else None)
 
     def find(self, key: str) -> Entry | None:
         if key.isdigit():

@@ -200,10 +200,6 @@ def progress_bar(
         yield ProgressReporter(progress, task)
 
 
-def outcome_style(outcome: str) -> str | None:
-    return _OUTCOME_STYLES.get(outcome)
-
-
 __all__ = [
     "CliError",
     "ProgressReporter",

@@ -96,3 +96,14 @@ def test_a_damaged_dead_letter_frame_is_refused_without_moving_anything(
     assert result.exit_code == 1
     assert "is damaged" in result.stderr and result.stderr.count("\n") == 1
     assert frame.exists()
+
+
+def test_a_damaged_entry_is_listed_without_hiding_the_others(invoke: Invoke, wal_dir: Path) -> None:
+    dead_letter(wal_dir, 3, 8)
+    (wal_dir / "dead-letter" / f"{3:020d}.frame").write_bytes(b"garbage")
+    result = invoke("dead-letter", "list", "--wal", wal_dir)
+    assert result.exit_code == 0, result.output
+    rows = result.stdout.splitlines()[1:]
+    assert rows[0].split()[0] == "3" and "(unreadable: wal: dead-letter frame" in rows[0]
+    eight = [r for r in rows if r.startswith("8 ")]
+    assert len(eight) == 1 and eight[0].split()[2] == Spec(8).event

@@ -174,3 +174,25 @@ def test_several_archive_files_number_records_across_files(invoke: Invoke, tmp_p
     result = invoke("list", "--archive", first, "--archive", second, "--json", "-n", "3", "--before", "13")
     rows = [json.loads(x) for x in result.stdout.splitlines()]
     assert [(r["seq"], r["record_id"]) for r in rows] == [(i, Spec(i).record_id) for i in (12, 11, 10)]
+
+
+def test_an_empty_wal_lists_nothing_and_says_so(invoke: Invoke, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from otel_audit.wal import WAL
+
+    directory = Path(str(tmp_path)) / "empty"
+    WAL.open(directory).close()
+    result = invoke("list", "--wal", directory)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "" and "no records" in result.stderr
+    assert invoke("tail", "--wal", directory).exit_code == 0
+    assert invoke("export", "--wal", directory).stdout == ""
+
+
+def test_a_filtered_archive_page_offers_no_next_page_when_nothing_older_matches(
+    invoke: Invoke, archive: object
+) -> None:
+    result = invoke("list", "--archive", archive, "--user", "u-1", "--outcome", "failure")
+    assert seqs_of(result.stdout) == [36, 16]
+    assert "next page" not in result.stderr
