@@ -16,6 +16,7 @@ from otel_audit.config import AuditConfig
 from otel_audit.exceptions import AuditTimeoutError, AuditWriteError, OtelAuditError, WALError
 from otel_audit.export.contexts import ContextStore
 from otel_audit.export.payload import encode_payload
+from otel_audit.export.retry import DEFAULT_INITIAL_BACKOFF
 from otel_audit.export.sender import Sender
 from otel_audit.export.transport import create_transport
 from otel_audit.integrity import StreamChain
@@ -59,6 +60,8 @@ class AuditPipeline:
                 max_batch_records=config.batch_max_records,
                 max_batch_bytes=config.batch_max_bytes,
                 export_timeout=config.exporter.timeout,
+                # A cap below the default first wait lowers the first wait too.
+                initial_backoff=min(DEFAULT_INITIAL_BACKOFF, config.retry_max_backoff),
                 max_backoff=config.retry_max_backoff,
                 on_export=self._on_export,
             )
@@ -101,13 +104,17 @@ class AuditPipeline:
                 digest = hashlib.sha256(record.canonical_bytes()).digest()
             payload = encode_payload(context_id, record.proto.SerializeToString())
             try:
-                seq = self._wal.append(payload)
+                # The fsync (always mode) waits outside the lock, so concurrent emitters share it.
+                seq = self._wal.append(payload, sync=False)
             except BaseException:
                 if chain is not None:
                     chain.rollback(record)
                 raise
             if seq == 0 and chain is not None:
                 chain.rollback(record)
+        # A failed fsync cannot be rolled back out of the chain (later records may follow it);
+        # the WAL then refuses every append, and the caller learns this record is not durable.
+        self._wal.sync_to(seq)
         self._count_appended([seq])
         if seq:
             self._remember(record.record_id, seq)
@@ -186,6 +193,8 @@ class AuditPipeline:
         self._closed = True
         deadline = time.monotonic() + timeout
         try:
+            # Deliver what we can within the bound, as the SDK's shutdown does; the rest is replayed.
+            self._sender.force_flush(max(0.0, deadline - time.monotonic()) * 0.8)
             self._sender.shutdown(max(0.0, deadline - time.monotonic()))
         finally:
             self._wal.close()

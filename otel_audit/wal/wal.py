@@ -190,11 +190,13 @@ class WAL:
 
     # -- appending -------------------------------------------------------------------------
 
-    def append(self, payload: bytes) -> int:
+    def append(self, payload: bytes, *, sync: bool = True) -> int:
         """Append one payload; return its seq (strictly increasing from 1), or 0 if dropped.
 
         On return the frame is written to the file (survives SIGKILL) and, in ``always``
-        mode, fsynced. 0 is returned only under ``full_policy="drop_newest"`` when the WAL
+        mode, fsynced. ``sync=False`` skips that fsync so a caller holding its own lock can
+        release it before waiting on the disk, then call :meth:`sync_to` (group commit keeps
+        working across callers). 0 is returned only under ``full_policy="drop_newest"`` when the WAL
         is full: the payload was not stored.
 
         Raises:
@@ -202,17 +204,29 @@ class WAL:
             WALRecordTooLargeError: the payload can never fit (frame limit or max_bytes).
             WALError: the WAL is closed, used in a forked child, or the disk failed.
         """
-        return self._append([payload])[0]
+        return self._append([payload], sync)[0]
 
-    def append_many(self, payloads: Iterable[bytes]) -> list[int]:
+    def append_many(self, payloads: Iterable[bytes], *, sync: bool = True) -> list[int]:
         """Append payloads with one write and (in ``always`` mode) one fsync; return their seqs.
 
         All-or-nothing: under ``drop_newest`` a full WAL drops the whole batch and every
         returned seq is 0. Same guarantees and errors as ``append``.
         """
-        return self._append(list(payloads))
+        return self._append(list(payloads), sync)
 
-    def _append(self, payloads: list[bytes]) -> list[int]:
+    def sync_to(self, seq: int) -> None:
+        """Return once every frame up to ``seq`` is durable per the mode (fsynced in ``always``).
+
+        Concurrent callers share one fsync (leader/follower). A no-op in ``interval`` and
+        ``never`` modes, whose promise does not include the fsync.
+
+        Raises:
+            WALError: an earlier fsync failed; nothing since the last good one is trusted.
+        """
+        if self.options.durability is Durability.ALWAYS and seq > 0:
+            self._writer.sync_to(seq)
+
+    def _append(self, payloads: list[bytes], sync: bool = True) -> list[int]:
         self._check_usable()
         if not payloads:
             return []
@@ -267,7 +281,7 @@ class WAL:
             self._appends += len(payloads)
             last = first + len(payloads) - 1
             self._cond.notify_all()
-        if self.options.durability is Durability.ALWAYS:
+        if sync and self.options.durability is Durability.ALWAYS:
             self._writer.sync_to(last)
         return list(range(first, last + 1))
 
