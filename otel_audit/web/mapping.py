@@ -66,6 +66,7 @@ class Annotations:
     target_id: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     error_type: str | None = None
+    route: str | None = None
 
 
 def request_annotations(request: Any) -> Annotations:
@@ -220,6 +221,8 @@ class RequestAuditor:
         notes = carrier.get(ANNOTATIONS_KEY)
         if not isinstance(notes, Annotations):
             notes = Annotations()
+        if notes.route:
+            facts.route = notes.route
         actor = notes.actor or _as_actor(self._actor(carrier) if self._actor is not None else None)
         attributes: dict[str, Any] = {"http.request.method": facts.method}
         if facts.route:

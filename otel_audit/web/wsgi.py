@@ -176,18 +176,25 @@ class _Exchange:
 
 
 def instrument_flask(app: Any, audit: Audit | None = None, **options: Any) -> AuditWSGIMiddleware:
-    """Wrap ``app.wsgi_app`` in :class:`AuditWSGIMiddleware` and report handled exceptions.
+    """Wrap ``app.wsgi_app`` in :class:`AuditWSGIMiddleware`, reporting the URL rule and handled exceptions.
 
     Flask turns an unhandled exception into a 500 before the middleware sees the response; the
     ``got_request_exception`` signal tells us the exception's type for ``error.type``. Wrap
     OpenTelemetry's WSGI middleware around ``app.wsgi_app`` *after* this call, so it is outside.
     """
-    from flask import got_request_exception, request
+    from flask import got_request_exception, request, request_started
+
+    def note_route(sender: Any, **_: Any) -> None:
+        # Flask clears environ["werkzeug.request"] before the middleware sees the response.
+        rule = request.url_rule
+        if rule is not None:
+            request_annotations(request).route = rule.rule
 
     def note_exception(sender: Any, exception: BaseException, **_: Any) -> None:
         request_annotations(request).error_type = exception_type(exception)
 
-    # weak=False: the closure has no other reference and must live as long as the app.
+    # weak=False: the closures have no other reference and must live as long as the app.
+    request_started.connect(note_route, app, weak=False)
     got_request_exception.connect(note_exception, app, weak=False)
     middleware = AuditWSGIMiddleware(app.wsgi_app, audit, **options)
     app.wsgi_app = middleware

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -275,3 +276,20 @@ def test_fail_open_serves_the_response_when_the_wal_cannot_persist(
     audit = make_audit(max_bytes=4096, segment_bytes=4096, full_policy="raise", fail_closed=False)
     client = TestClient(fastapi_app(audit, tracer_provider))
     assert {client.get(f"/items/{i}").status_code for i in range(20)} == {200}
+
+
+def test_record_is_in_the_wal_before_the_response_start_reaches_the_server(audit: otel_audit.Audit) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await PlainTextResponse("hi")(scope, receive, send)
+
+    seen: list[tuple[str, int]] = []
+
+    async def server_send(message: Any) -> None:
+        seen.append((message["type"], audit.stats()["last_seq"]))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/hi", "headers": [], "client": ("10.0.0.1", 5000)}
+    asyncio.run(AuditMiddleware(app, audit, offload=False)(scope, receive, server_send))
+    assert seen == [("http.response.start", 1), ("http.response.body", 1)]
