@@ -196,3 +196,9 @@ def test_a_filtered_archive_page_offers_no_next_page_when_nothing_older_matches(
     result = invoke("list", "--archive", archive, "--user", "u-1", "--outcome", "failure")
     assert seqs_of(result.stdout) == [36, 16]
     assert "next page" not in result.stderr
+
+
+def test_every_command_help_cites_the_wal_environment_variable(invoke: Invoke) -> None:
+    for command in (["status"], ["list"], ["get"], ["tail"], ["export"], ["dead-letter", "list"]):
+        text = " ".join(invoke(*command, "--help").stdout.split())
+        assert "[env var: OTEL_AUDIT_WAL_DIR]" in text, command
