@@ -1,0 +1,1 @@
+"""Benchmarks of otel-audit against the OpenTelemetry SDK\x27s own pipeline and the disk\x27s limit."""

@@ -1,0 +1,167 @@
+"""`python -m benchmarks [--full]`: run the scenarios of docs/performance.md, print the tables, write results.json."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report, scenarios
+from benchmarks.profiles import PROFILES
+from benchmarks.receiver import Receiver
+from benchmarks.runner import ROOT, VariantError
+from benchmarks.workload import audit_record
+
+DEFAULT_OUT = ROOT / "benchmarks" / "results.json"
+DOCS = ROOT / "docs" / "performance.md"
+DOCS_START = "<!-- benchmark results: start (written by `python -m benchmarks --write-docs`) -->"
+DOCS_END = "<!-- benchmark results: end -->"
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument(
+        "--full", action="store_true", help="the long profile (200k-record bursts, a 1M-record backlog)"
+    )
+    parser.add_argument("--profile", choices=sorted(PROFILES), help="smoke, quick (default) or full")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated scenarios to run, of: {','.join(report.SECTIONS)}"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per burst variant, round-robin; the median is reported"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="where results.json goes (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="parent of the scratch WAL directories (default: system temp)",
+    )
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help=f"also replace the results section of {DOCS.relative_to(ROOT)}",
+    )
+    args = parser.parse_args(argv)
+    args.profile = args.profile or ("full" if args.full else "quick")
+    args.only = [s for s in args.only.split(",") if s] or list(report.SECTIONS)
+    unknown = set(args.only) - set(report.SECTIONS)
+    if unknown:
+        parser.error(f"unknown scenario(s) {sorted(unknown)}; known: {', '.join(report.SECTIONS)}")
+    return args
+
+
+def _fs_type(path: Path) -> str:
+    best, kind = "", "unknown"
+    with open("/proc/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 2 and str(path).startswith(fields[1]) and len(fields[1]) > len(best):
+                best, kind = fields[1], fields[2]
+    return kind
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    profile = PROFILES[args.profile]
+    workdir = Path(tempfile.mkdtemp(prefix="otel-audit-bench-", dir=args.workdir))
+    results: dict[str, Any] = {
+        "profile": profile.as_dict(),
+        "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
+        "repeat": args.repeat,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_before": _load(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "sdk": importlib.metadata.version("opentelemetry-sdk"),
+            "fs_type": _fs_type(workdir),
+        },
+        "scenarios": {},
+    }
+    errors: list[str] = []
+    ctx = scenarios.Context(
+        profile, workdir, repeat=args.repeat, log=lambda m: print(m, file=sys.stderr, flush=True)
+    )
+    s = results["scenarios"]
+
+    def attempt(name: str, action: Any, wanted: bool | None = None) -> None:
+        if not (name in args.only if wanted is None else wanted):
+            return
+        print(f"[{name}]", file=sys.stderr, flush=True)
+        start = time.monotonic()
+        try:
+            s[name] = action()
+        except (VariantError, OSError, RuntimeError) as exc:
+            errors.append(f"{name}: {exc}")
+            print(f"[{name}] FAILED: {exc}", file=sys.stderr, flush=True)
+        results.setdefault("durations_s", {})[name] = round(time.monotonic() - start, 1)
+
+    try:
+        with Receiver() as receiver:
+            attempt("burst", lambda: scenarios.burst(ctx, receiver))
+            attempt("latency", lambda: scenarios.latency(ctx, receiver))
+            attempt("disk", lambda: scenarios.disk(ctx, receiver))
+        # Scenario 5 reads the WAL that scenario 4 filled.
+        wanted = "backlog" in args.only or "footprint" in args.only
+        attempt(
+            "backlog",
+            lambda: scenarios.backlog(ctx, audit_record("interval"), profile.backlog_records),
+            wanted,
+        )
+        if "backlog" in s:
+            sdk_row = scenarios.find(s.get("burst") or [], report.BASELINE)
+            attempt("footprint", lambda: scenarios.footprint(ctx, s["backlog"], sdk_row))
+        attempt("collector", lambda: scenarios.collector(ctx))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    results["machine"]["load_after"] = _load()
+    results["targets"] = report.targets(results)
+    results["errors"] = errors
+    return results, errors
+
+
+def _write_docs(table: str) -> None:
+    text = DOCS.read_text()
+    head, start, rest = text.partition(DOCS_START)
+    _, end, tail = rest.partition(DOCS_END)
+    if not start or not end:
+        raise SystemExit(
+            f"{DOCS} lacks the markers {DOCS_START!r} ... {DOCS_END!r}; add them where the table goes"
+        )
+    DOCS.write_text(f"{head}{DOCS_START}\n\n{table}\n{DOCS_END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    results, errors = run(args)
+    table = report.render(results)
+    print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({**results, "table": table}, indent=1, allow_nan=True) + "\n")
+    print(f"results written to {args.out}", file=sys.stderr)
+    if args.write_docs:
+        _write_docs(table)
+        print(f"table written to {DOCS}", file=sys.stderr)
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
