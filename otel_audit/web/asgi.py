@@ -122,7 +122,9 @@ class _Exchange:
                 # The held start (if any) never reached the client; the server (or Starlette's
                 # ServerErrorMiddleware outside us) answers 500, and that is what we record.
                 if not await self.persist(500, exc, inline=not isinstance(exc, Exception)):
-                    _log.error("fail-closed: request failed with %s and its audit record was not persisted", exc)
+                    _log.error(
+                        "fail-closed: request failed with %s and its audit record was not persisted", exc
+                    )
             raise
         if self.decided:
             return

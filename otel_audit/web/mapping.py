@@ -255,7 +255,9 @@ class RequestAuditor:
 
     def _route_action(self, facts: RequestFacts) -> str:
         if self._actions and facts.route:
-            action = self._actions.get(f"{facts.method.upper()} {facts.route}") or self._actions.get(facts.route)
+            action = self._actions.get(f"{facts.method.upper()} {facts.route}") or self._actions.get(
+                facts.route
+            )
             if action:
                 return action
         return method_action(facts.method)

@@ -99,7 +99,9 @@ class AuditWSGIMiddleware:
 class _Exchange:
     """One request: holds start_response until the audit record is persisted."""
 
-    def __init__(self, middleware: AuditWSGIMiddleware, environ: Environ, start_response: StartResponse) -> None:
+    def __init__(
+        self, middleware: AuditWSGIMiddleware, environ: Environ, start_response: StartResponse
+    ) -> None:
         self.middleware = middleware
         self.environ = environ
         self.start_response = start_response
@@ -118,7 +120,9 @@ class _Exchange:
             if not self.decided:
                 self.decided = True
                 if not self.persist(500, exc):
-                    _log.error("fail-closed: request failed with %s and its audit record was not persisted", exc)
+                    _log.error(
+                        "fail-closed: request failed with %s and its audit record was not persisted", exc
+                    )
             raise
         if not self.decided:
             self.decide()
@@ -127,7 +131,9 @@ class _Exchange:
             return [_REFUSAL_BODY]
         return body
 
-    def held_start_response(self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None) -> Write:
+    def held_start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Write:
         if self.decided and not self.refused:
             # A second call (an error page replacing a response not sent yet): pass it on.
             return self.start_response(status, headers, exc_info)

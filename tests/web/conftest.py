@@ -80,7 +80,9 @@ def attributes(record: LogRecord) -> dict[str, Any]:
 
 def http_records(collector: FakeCollector, n: int, timeout: float = 10.0) -> list[LogRecord]:
     """Wait for n audit records of HTTP requests (stream-end records excluded) and return them."""
-    assert collector.wait_for(n, timeout), f"collector received {len(collector.records)} records, expected {n}"
+    assert collector.wait_for(n, timeout), (
+        f"collector received {len(collector.records)} records, expected {n}"
+    )
     return [r for r in collector.records if r.event_name == "http.request"]
 
 

@@ -118,7 +118,10 @@ def test_read_request_becomes_one_record_with_route_template_and_http_attributes
 
 
 def test_record_carries_the_trace_and_span_of_the_instrumentation_server_span(
-    audit: otel_audit.Audit, tracer_provider: TracerProvider, spans: InMemorySpanExporter, collector: FakeCollector
+    audit: otel_audit.Audit,
+    tracer_provider: TracerProvider,
+    spans: InMemorySpanExporter,
+    collector: FakeCollector,
 ) -> None:
     client = TestClient(fastapi_app(audit, tracer_provider))
     client.get("/items/1")
@@ -142,7 +145,13 @@ def test_methods_map_to_actions(
     assert client.patch("/items/3").status_code == 200
     records = http_records(collector, 5)
     actions = [(attributes(r)["http.request.method"], attributes(r)["audit.action"]) for r in records]
-    assert actions == [("POST", "CREATE"), ("PUT", "UPDATE"), ("DELETE", "DELETE"), ("HEAD", "READ"), ("PATCH", "UPDATE")]
+    assert actions == [
+        ("POST", "CREATE"),
+        ("PUT", "UPDATE"),
+        ("DELETE", "DELETE"),
+        ("HEAD", "READ"),
+        ("PATCH", "UPDATE"),
+    ]
 
 
 def test_401_and_403_are_failures_with_the_status_as_error_type(
@@ -196,7 +205,10 @@ def test_actor_callable_route_actions_and_per_request_overrides(
     client.post("/login")
     client.post("/reset/u-9")
     got = by_path(http_records(collector, 3))
-    assert (got["/items/1"]["audit.actor.id"], got["/items/1"]["audit.actor.type"]) == ("svc-billing", "service")
+    assert (got["/items/1"]["audit.actor.id"], got["/items/1"]["audit.actor.type"]) == (
+        "svc-billing",
+        "service",
+    )
     assert got["/items/1"]["audit.action"] == "VIEW"
     assert got["/login"]["audit.actor.id"] == "u-42"  # set_audit_actor wins over the callable
     assert got["/reset/u-9"]["audit.action"] == "PASSWORD_RESET"
@@ -222,7 +234,9 @@ def test_starlette_mounted_routes_record_the_full_template(
     async def raw_asgi(scope: Any, receive: Any, send: Any) -> None:
         await PlainTextResponse("static")(scope, receive, send)
 
-    app = Starlette(routes=[Mount("/api", routes=[Route("/users/{name}", user)]), Mount("/static", app=raw_asgi)])
+    app = Starlette(
+        routes=[Mount("/api", routes=[Route("/users/{name}", user)]), Mount("/static", app=raw_asgi)]
+    )
     app.add_middleware(AuditMiddleware, audit=audit)
     client = TestClient(OpenTelemetryMiddleware(app, tracer_provider=tracer_provider))
     assert client.get("/api/users/ann").text == "ann"

@@ -75,4 +75,6 @@ def test_uvicorn_request_is_audited_with_client_address_and_trace(
     assert attributes(ok)["http.route"] == "/orders/{order_id}"
     assert (attributes(refused)["audit.outcome"], attributes(refused)["error.type"]) == ("failure", "403")
     span_ids = {(s.context.trace_id, s.context.span_id) for s in server_spans(spans)}
-    assert {(int.from_bytes(r.trace_id, "big"), int.from_bytes(r.span_id, "big")) for r in records} == span_ids
+    assert {
+        (int.from_bytes(r.trace_id, "big"), int.from_bytes(r.span_id, "big")) for r in records
+    } == span_ids

@@ -95,7 +95,10 @@ def test_request_becomes_one_record_with_url_rule_and_http_attributes(
 
 
 def test_record_carries_the_wsgi_instrumentation_span(
-    audit: otel_audit.Audit, tracer_provider: TracerProvider, spans: InMemorySpanExporter, collector: FakeCollector
+    audit: otel_audit.Audit,
+    tracer_provider: TracerProvider,
+    spans: InMemorySpanExporter,
+    collector: FakeCollector,
 ) -> None:
     client = flask_app(audit, tracer_provider).test_client()
     client.get("/accounts/1")
@@ -154,14 +157,18 @@ def test_exception_propagating_out_of_the_app_is_recorded_and_re_raised(
     middleware = AuditWSGIMiddleware(app, audit)
     environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/orders", "wsgi.url_scheme": "http"}
     try:
-        middleware(environ, lambda *a: (lambda data: None))
+        middleware(environ, lambda *a: lambda data: None)
     except KeyError:
         pass
     else:
         raise AssertionError("the app's exception was swallowed")
     [record] = http_records(collector, 1)
     attrs = attributes(record)
-    assert (attrs["audit.outcome"], attrs["error.type"], attrs["audit.action"]) == ("failure", "KeyError", "CREATE")
+    assert (attrs["audit.outcome"], attrs["error.type"], attrs["audit.action"]) == (
+        "failure",
+        "KeyError",
+        "CREATE",
+    )
 
 
 def test_streaming_body_passes_through(
