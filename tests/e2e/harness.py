@@ -13,7 +13,12 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
 from otel_audit.archive import ArchivedRecord, ArchiveReader, ArchiveStats, archive_files
+
+from . import raw_archive
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "collector-config.yaml"
@@ -218,10 +223,21 @@ class Collector:
         return list(self.reader().records())
 
     def archive_stats(self) -> ArchiveStats:
+        return self.read_archive()[1]
+
+    def read_archive(self) -> tuple[list[ArchivedRecord], ArchiveStats]:
+        """Every record and the pass's stats (torn lines...) from one parse of the archive."""
         reader = self.reader()
-        for _ in reader.records():
-            pass
-        return reader.stats
+        records = list(reader.records())
+        return records, reader.stats
+
+    def log_protos(self) -> list[LogRecord]:
+        """Every archived record as an OTLP LogRecord, parsed independently of otel_audit.archive."""
+        return raw_archive.log_records(self.archive_path)
+
+    def spans(self) -> list[Span]:
+        """Every span the collector wrote to its traces file (`traces_path`), in write order."""
+        return raw_archive.spans(self.traces_path)
 
     def wait_for_records(self, count: int, timeout_s: float = 30.0) -> list[ArchivedRecord]:
         """Poll the archive until it holds at least `count` records; return them all.
