@@ -16,6 +16,7 @@ from otel_audit.config import AuditConfig
 from otel_audit.exceptions import AuditTimeoutError, AuditWriteError, OtelAuditError, WALError
 from otel_audit.export.contexts import ContextStore
 from otel_audit.export.payload import encode_payload
+from otel_audit.export.requeue import drain_inbox
 from otel_audit.export.retry import DEFAULT_INITIAL_BACKOFF
 from otel_audit.export.sender import Sender
 from otel_audit.export.transport import create_transport
@@ -64,6 +65,8 @@ class AuditPipeline:
                 initial_backoff=min(DEFAULT_INITIAL_BACKOFF, config.retry_max_backoff),
                 max_backoff=config.retry_max_backoff,
                 on_export=self._on_export,
+                idle_hook=lambda: drain_inbox(self._wal),
+                state_path=config.wal_dir / "state" / "sender.json",
             )
         except BaseException:
             self._wal.close()

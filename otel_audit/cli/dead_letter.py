@@ -7,12 +7,13 @@ from pathlib import Path
 import click
 
 from otel_audit.exceptions import OtelAuditError
+from otel_audit.export.requeue import pending
 from otel_audit.wal import deadletter
 from otel_audit.wal.deadletter import DeadLetterEntry
 
 from . import terminal
 from .options import wal_option
-from .requeue import pending, requeue
+from .requeue import requeue
 from .sources import SourceError, WalEntry, WalSource
 from .views import detail_sections, record_json
 

@@ -8,14 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from otel_audit.exceptions import WALLockedError
+from otel_audit.export.requeue import inbox
 from otel_audit.wal import deadletter
 from otel_audit.wal.deadletter import DeadLetterEntry
 from otel_audit.wal.lock import holder_pid
 from otel_audit.wal.segment import fsync_dir
 from otel_audit.wal.wal import WAL
-
-REQUEUE_DIR = "requeue"
-"""Inbox under ``dead-letter/``: entries moved here keep their ``<seq>.frame`` + ``<seq>.json`` pair."""
 
 
 @dataclass(frozen=True)
@@ -26,19 +24,6 @@ class RequeueResult:
     seqs: tuple[int, ...]
     new_seqs: tuple[int, ...] = ()
     writer_pid: int | None = None
-
-
-def inbox(wal_dir: Path) -> Path:
-    return wal_dir / deadletter.DEAD_LETTER_DIR / REQUEUE_DIR
-
-
-def pending(wal_dir: Path) -> list[int]:
-    """Seqs waiting in the inbox for the running sender."""
-    try:
-        names = os.listdir(inbox(wal_dir))
-    except FileNotFoundError:
-        return []
-    return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
 
 
 def requeue(wal_dir: Path, entries: Sequence[DeadLetterEntry]) -> RequeueResult:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -65,6 +67,7 @@ ExportCallback = Callable[[int, float, str], None]
 
 # How long the idle loop sleeps in wait_for_append before checking for shutdown.
 _IDLE_POLL = 0.1
+_HOOK_INTERVAL = 1.0
 # Dead-lettered seqs remembered for dead_letter_reason(): bounded, like any per-record state here.
 _RECENT_DEAD = 10_000
 
@@ -98,6 +101,8 @@ class Sender:
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         on_export: ExportCallback | None = None,
         sleep: Callable[[float], None] | None = None,
+        idle_hook: Callable[[], object] | None = None,
+        state_path: Path | None = None,
     ) -> None:
         """
         Args:
@@ -107,6 +112,10 @@ class Sender:
             initial_backoff, max_backoff, max_retry_after: the retry policy (seconds).
             on_export: metrics hook, see :data:`ExportCallback`; exceptions from it are logged.
             sleep: replaces the backoff wait (tests); shutdown still interrupts retries.
+            idle_hook: called (at most once a second) when the WAL has nothing to send, e.g. to
+                append records an operator requeued from dead-letter/; exceptions are logged.
+            state_path: where to publish the last error and success as JSON for other processes
+                (``otel-audit status``); written atomically, at most once a second.
         """
         if max_batch_records < 1 or max_batch_bytes < 1 or export_timeout <= 0:
             raise ValueError("max_batch_records, max_batch_bytes and export_timeout must be positive")
@@ -117,6 +126,11 @@ class Sender:
         self._max_bytes = max_batch_bytes
         self._timeout = export_timeout
         self._on_export = on_export
+        self._idle_hook = idle_hook
+        self._state_path = state_path
+        self._last_idle_hook = 0.0
+        self._last_state_write = 0.0
+        self._last_success_time: float | None = None
         self._stop = threading.Event()
         self.retry_policy = RetryPolicy(
             initial_backoff=initial_backoff,
@@ -246,12 +260,55 @@ class Sender:
             while not self._stop.is_set():
                 batch = cursor.next_batch(self._max_records, self._max_bytes)
                 if not batch:
+                    self._on_idle()
                     self._wal.wait_for_append(after, _IDLE_POLL)
                     continue
                 after = batch[-1][0]
                 self._deliver(batch)
         finally:
             cursor.close()
+
+    def _on_idle(self) -> None:
+        now = time.monotonic()
+        if self._idle_hook is not None and now - self._last_idle_hook >= _HOOK_INTERVAL:
+            self._last_idle_hook = now
+            try:
+                self._idle_hook()
+            except Exception:  # noqa: BLE001 - an idle chore must not stop delivery
+                _log.exception("otel-audit sender idle hook failed")
+        self._publish_state()
+
+    def _publish_state(self, *, force: bool = False) -> None:
+        """Write what other processes cannot see in the WAL: the last error and the last success."""
+        if self._state_path is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_state_write < _HOOK_INTERVAL:
+            return
+        self._last_state_write = now
+        with self._stats_lock:
+            state = {
+                "pid": os.getpid(),
+                "endpoint": self._transport.endpoint,
+                "delivered_seq": self._delivered,
+                "last_error": self._last_error,
+                "last_error_time": self._last_error_time,
+                "last_success_time": self._last_success_time,
+                "consecutive_failures": self._consecutive_failures,
+                "updated": time.time(),
+            }
+        try:
+            self._state_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = self._state_path.with_name(self._state_path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, json.dumps(state).encode())
+            finally:
+                os.close(fd)
+            # No fsync: this is a monitoring hint, rewritten every second, not a durable record.
+            os.replace(tmp, self._state_path)
+        except OSError as exc:
+            _log.debug("cannot publish sender state to %s: %s", self._state_path, exc)
 
     def _deliver(self, batch: Batch) -> None:
         """Get every record of ``batch`` delivered or dead-lettered, then ack its last seq."""
@@ -275,7 +332,7 @@ class Sender:
             self._deliver(batch[mid:])
             return
         if result.rejected_count:
-            self._partial(result, len(batch))
+            self._partial(result, batch)
         self._ack(batch[-1][0])
 
     def _deliver_buildable(self, batch: Batch) -> None:
@@ -309,6 +366,7 @@ class Sender:
             self._requests += 1
             self._last_duration = duration
             self._exported += records - min(records, result.rejected_count)
+            self._last_success_time = time.time()
             recovered, self._consecutive_failures = self._consecutive_failures, 0
         if recovered:
             _log.info("export to %s recovered after %d failed attempts", self._transport.endpoint, recovered)
@@ -320,6 +378,7 @@ class Sender:
             self._retries += 1
             failures = self._consecutive_failures
         # Warn on the first failure and then at 10, 100, 1000...: an outage stays visible without a log flood.
+        self._publish_state()
         if failures == 1 or (failures >= 10 and str(failures).strip("0") == "1"):
             _log.warning(
                 "export failed (%d consecutive failures), retrying in %.2fs; records stay in the WAL: %s",
@@ -334,31 +393,41 @@ class Sender:
             self._last_error_time = time.time()
             self._consecutive_failures += 1
 
-    def _partial(self, result: ExportResult, records: int) -> None:
+    def _partial(self, result: ExportResult, batch: Batch) -> None:
         # The response does not say which records were rejected. Re-sending the request would
-        # duplicate the accepted ones and most likely be rejected again, so the batch is acked and
-        # the loss is counted, logged and exposed in stats (partial_rejected, partial_last_message).
+        # duplicate the accepted ones and most likely be rejected again. So every record of the
+        # batch is copied to dead-letter/ with the collector's message: nothing is lost silently,
+        # and an operator who requeues them creates only duplicates, deduplicated by record id.
+        records = len(batch)
         rejected = min(records, result.rejected_count)
         with self._stats_lock:
             self._partial_rejected += rejected
             self._partial_last_message = result.error_message
         _log.warning(
-            "collector %s accepted a request of %d records but rejected %d of them (partial_success): %s",
+            "collector %s accepted a request of %d records but rejected %d of them (partial_success): %s; "
+            "the batch is copied to dead-letter/ since the response does not say which",
             self._transport.endpoint,
             records,
             rejected,
             result.error_message or "no message",
         )
+        reason = (
+            f"partial_success: the collector rejected {rejected} of the {records} records of this request "
+            f"(seq {batch[0][0]}..{batch[-1][0]}) without saying which: {result.error_message or 'no message'}"
+        )
+        for seq, payload in batch:
+            self._dead_letter(seq, payload, reason, quiet=True)
         self._emit(rejected, 0.0, "partial_rejected")
 
-    def _dead_letter(self, seq: int, payload: bytes, reason: str) -> None:
+    def _dead_letter(self, seq: int, payload: bytes, reason: str, *, quiet: bool = False) -> None:
         path = self._wal.dead_letter(seq, payload, reason)
         with self._stats_lock:
             self._dead_lettered += 1
             self._dead[seq] = reason
             if len(self._dead) > _RECENT_DEAD:
                 self._dead.popitem(last=False)
-        _log.warning("record seq %d moved to %s: %s", seq, path, reason)
+        if not quiet:
+            _log.warning("record seq %d moved to %s: %s", seq, path, reason)
         self._emit(1, 0.0, "dead_letter")
 
     def _ack(self, seq: int) -> None:

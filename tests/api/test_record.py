@@ -15,6 +15,7 @@ from opentelemetry import trace
 import otel_audit
 from otel_audit.canonical import canonical_bytes
 from otel_audit.testing import FakeCollector, record_id
+
 from .conftest import LOGIN
 
 
