@@ -13,8 +13,6 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 INTEGRITY_PREFIX: Final = "audit.integrity."
-EMPTY_HASH_TEXT: Final = hashlib.sha256(b"").hexdigest()
-"""The IntegrityHash text of the empty string: the draft's `prev_hash` for a stream's first record."""
 
 # Python's json string escaping (ensure_ascii=False) is exactly RFC 8785's: only '"', '\\'
 # and U+0000..U+001F are escaped, with the same short forms and lowercase \u00xx; everything
@@ -83,7 +81,7 @@ def integrity_hash(record: LogRecord) -> bytes:
 
 
 def hash_text(digest: bytes) -> str:
-    """The IntegrityHash text form: lowercase hex, as the draft writes `audit.sequence.prev_hash`."""
+    """The IntegrityHash text form: lowercase hex, as receipts and `audit.sequence.previous_hash` carry it."""
     return digest.hex()
 
 
@@ -262,7 +260,6 @@ def _key_values_object(latest: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 __all__ = [
-    "EMPTY_HASH_TEXT",
     "INTEGRITY_PREFIX",
     "any_value_json",
     "attribute_parts",

@@ -196,7 +196,8 @@ class AuditReceipt:
     Attributes:
         record_id: the record's `audit.record.id`, unchanged.
         integrity_hash: SHA-256 of the record's canonical form (see `otel_audit.canonical`)
-            as lowercase hex, the text form the draft uses for `audit.sequence.prev_hash`.
+            as lowercase hex: the text the next record of the stream carries in
+            `audit.sequence.previous_hash`.
         sink_timestamp: nanoseconds since the epoch when the record was persisted (WAL append
             per the durability mode) or acknowledged by the collector, per the wait mode.
     """

@@ -17,7 +17,6 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from otel_audit.canonical import (
-    EMPTY_HASH_TEXT,
     canonical_bytes,
     canonical_object,
     double_json,
@@ -27,7 +26,8 @@ from otel_audit.canonical import (
 from otel_audit.record import AttributeLimits, build_audit_log_record
 
 # --- golden vectors ---------------------------------------------------------------------------
-# Computed once and checked by hand against docs/integrity.md: members sorted, attributes sorted
+# Computed once and re-checked independently (protobuf JSON mapping + rfc8785 + sha256sum)
+# against docs/integrity.md: members sorted, attributes sorted
 # by key, integrity attributes and severity left out, int64 and timestamps as strings, ids hex.
 
 
@@ -98,7 +98,9 @@ def golden_config_change() -> LogRecord:
     add = record.attributes.add
     add(key="audit.sequence.stream_id").value.string_value = "9b2e4c1a-0d3f-4e5a-8b7c-6d5e4f3a2b1c"
     add(key="audit.sequence.number").value.int_value = 2
-    add(key="audit.sequence.prev_hash").value.string_value = EMPTY_HASH_TEXT
+    # Chained after the login vector: previous_hash is its IntegrityHash (the receipt's text).
+    add(key="audit.sequence.previous_hash").value.string_value = GOLDEN_LOGIN_HASH
+    add(key="audit.sequence.previous_record_id").value.string_value = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
     add(key="audit.integrity.value").value.string_value = "c2lnbmF0dXJl"
     add(key="audit.integrity.signer").value.string_value = "producer"
     return record
@@ -112,8 +114,10 @@ GOLDEN_CONFIG_CHANGE = (
     b'{"key":"audit.record.id","value":{"stringValue":"f7e8d9c0-b1a2-3456-cdef-0987654321ab"}},'
     b'{"key":"audit.schema.version","value":{"stringValue":"1.0.0"}},'
     b'{"key":"audit.sequence.number","value":{"intValue":"2"}},'
-    b'{"key":"audit.sequence.prev_hash","value":{"stringValue":'
-    b'"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}},'
+    b'{"key":"audit.sequence.previous_hash","value":{"stringValue":'
+    b'"746c4e7cbf8b409669fee6d3cdfa91b8017d2e25abe182bd5a21e9ad89aa9659"}},'
+    b'{"key":"audit.sequence.previous_record_id","value":{"stringValue":'
+    b'"a1b2c3d4-e5f6-7890-abcd-ef1234567890"}},'
     b'{"key":"audit.sequence.stream_id","value":{"stringValue":"9b2e4c1a-0d3f-4e5a-8b7c-6d5e4f3a2b1c"}},'
     b'{"key":"audit.target.id","value":{"stringValue":"production/app-secrets"}},'
     b'{"key":"audit.target.type","value":{"stringValue":"k8s.configmap"}},'
@@ -126,7 +130,7 @@ GOLDEN_CONFIG_CHANGE = (
     b'"spanId":"00f067aa0ba902b7","timeUnixNano":"1714041700000000000",'
     b'"traceId":"4bf92f3577b34da6a3ce929d0e0e4736"}'
 )
-GOLDEN_CONFIG_CHANGE_HASH = "fcfd6f56c2f7f1c9ee08f5280f794373cf8b7fcb55d6e1c1cdc93ad2e169cfee"
+GOLDEN_CONFIG_CHANGE_HASH = "35eaaca33654254733ccad9b6167c83479594ca5530557d0f2b6519d5f715923"
 
 
 def golden_edge_cases() -> LogRecord:
@@ -204,8 +208,10 @@ def test_golden_vectors_agree_with_the_reference_jcs_implementation() -> None:
         assert rfc8785.dumps(canonical_object(make())) == expected
 
 
-def test_empty_hash_text_is_the_sha256_of_nothing() -> None:
-    assert EMPTY_HASH_TEXT == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+def test_the_chained_vector_points_at_the_login_vector() -> None:
+    """previous_hash is the predecessor's IntegrityHash itself, not a hash of it (the draft's text)."""
+    attrs = {kv.key: kv.value.string_value for kv in golden_config_change().attributes}
+    assert attrs["audit.sequence.previous_hash"] == hash_text(integrity_hash(golden_login()))
 
 
 # --- rules ------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 from otel_audit.integrity.chain import (
     ATTR_SEQUENCE_END,
     ATTR_SEQUENCE_NUMBER,
-    ATTR_SEQUENCE_PREV_HASH,
-    ATTR_SEQUENCE_PREV_RECORD_ID,
+    ATTR_SEQUENCE_PREVIOUS_HASH,
+    ATTR_SEQUENCE_PREVIOUS_RECORD_ID,
     ATTR_SEQUENCE_STREAM_ID,
     ChainProblem,
     StreamChain,
@@ -28,8 +28,8 @@ from otel_audit.integrity.signing import (
 __all__ = [
     "ATTR_SEQUENCE_END",
     "ATTR_SEQUENCE_NUMBER",
-    "ATTR_SEQUENCE_PREV_HASH",
-    "ATTR_SEQUENCE_PREV_RECORD_ID",
+    "ATTR_SEQUENCE_PREVIOUS_HASH",
+    "ATTR_SEQUENCE_PREVIOUS_RECORD_ID",
     "ATTR_SEQUENCE_STREAM_ID",
     "ChainProblem",
     "Ed25519Signer",

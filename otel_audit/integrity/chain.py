@@ -11,15 +11,15 @@ from typing import Final
 
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
-from otel_audit.canonical import EMPTY_HASH_TEXT, canonical_bytes, integrity_hash, json_string
+from otel_audit.canonical import canonical_bytes, integrity_hash, json_string
 from otel_audit.exceptions import InvalidAuditRecordError, OtelAuditError
 from otel_audit.integrity.signing import Signer, Verifier, apply_signature, strip_integrity
 from otel_audit.record import ATTR_LOG_RECORD_UID, ATTR_RECORD_ID, AuditRecord, build_audit_log_record
 
 ATTR_SEQUENCE_STREAM_ID: Final = "audit.sequence.stream_id"
 ATTR_SEQUENCE_NUMBER: Final = "audit.sequence.number"
-ATTR_SEQUENCE_PREV_HASH: Final = "audit.sequence.prev_hash"
-ATTR_SEQUENCE_PREV_RECORD_ID: Final = "audit.sequence.prev_record_id"
+ATTR_SEQUENCE_PREVIOUS_HASH: Final = "audit.sequence.previous_hash"
+ATTR_SEQUENCE_PREVIOUS_RECORD_ID: Final = "audit.sequence.previous_record_id"
 ATTR_SEQUENCE_END: Final = "audit.sequence.end"
 SEQUENCE_PREFIX: Final = "audit.sequence."
 
@@ -31,9 +31,12 @@ class _Link:
     """The chain state after a record: what the next record points back to."""
 
     number: int
-    hash_text: str
+    hash_text: str | None  # None before the first record: the genesis record has no predecessor
     record_id: str | None
     closed: bool
+
+
+_GENESIS: Final = _Link(0, None, None, False)
 
 
 class StreamChain:
@@ -56,7 +59,7 @@ class StreamChain:
         self.stream_id = stream_id or str(uuid.uuid4())
         self._stream_id_json = '{"stringValue":' + json_string(self.stream_id) + "}"
         self._lock = threading.Lock()
-        self._link = _Link(0, EMPTY_HASH_TEXT, None, False)
+        self._link = _GENESIS
         self._previous: _Link | None = None
 
     @property
@@ -70,8 +73,8 @@ class StreamChain:
         return self._link.number
 
     @property
-    def last_hash_text(self) -> str:
-        """The IntegrityHash (hex) of the last sealed record; the SHA-256 of "" before the first."""
+    def last_hash_text(self) -> str | None:
+        """The IntegrityHash (hex) of the last sealed record; None before the first."""
         return self._link.hash_text
 
     @property
@@ -86,10 +89,11 @@ class StreamChain:
     def seal(self, record: AuditRecord | LogRecord, *, end: bool = False) -> bytes:
         """Append the sequence attributes, sign, and return the record's IntegrityHash.
 
-        Adds `audit.sequence.stream_id`, `.number` (n), `.prev_hash` (hex IntegrityHash of
-        record n-1, or of the empty string for n=1, as the draft says), `.prev_record_id`
-        (from n=2) and `.end` (true, with `end=True`: the stream's last record). These are part
-        of the hashed form; the `audit.integrity.*` attributes the signer adds are not.
+        Adds `audit.sequence.stream_id`, `.number` (n), `.previous_hash` (hex IntegrityHash of
+        record n-1, the hash its receipt carried) and `.previous_record_id`, both from n=2 only:
+        the draft's genesis record omits them, and absence is how a verifier recognises it. With
+        `end=True` also `.end` (true: the stream's last record). These are part of the hashed
+        form; the `audit.integrity.*` attributes the signer adds are not.
 
         Returns:
             The 32-byte SHA-256 of the record's canonical bytes (after the sequence attributes).
@@ -117,18 +121,20 @@ class StreamChain:
             add = proto.attributes.add
             add(key=ATTR_SEQUENCE_STREAM_ID).value.string_value = self.stream_id
             add(key=ATTR_SEQUENCE_NUMBER).value.int_value = number
-            add(key=ATTR_SEQUENCE_PREV_HASH).value.string_value = link.hash_text
+            if link.hash_text is not None:
+                add(key=ATTR_SEQUENCE_PREVIOUS_HASH).value.string_value = link.hash_text
             if link.record_id is not None:
-                add(key=ATTR_SEQUENCE_PREV_RECORD_ID).value.string_value = link.record_id
+                add(key=ATTR_SEQUENCE_PREVIOUS_RECORD_ID).value.string_value = link.record_id
             if end:
                 add(key=ATTR_SEQUENCE_END).value.bool_value = True
             if isinstance(record, AuditRecord):
                 parts = record.parts
                 parts[ATTR_SEQUENCE_STREAM_ID] = self._stream_id_json
                 parts[ATTR_SEQUENCE_NUMBER] = f'{{"intValue":"{number}"}}'
-                parts[ATTR_SEQUENCE_PREV_HASH] = '{"stringValue":"' + link.hash_text + '"}'
+                if link.hash_text is not None:
+                    parts[ATTR_SEQUENCE_PREVIOUS_HASH] = '{"stringValue":"' + link.hash_text + '"}'
                 if link.record_id is not None:
-                    parts[ATTR_SEQUENCE_PREV_RECORD_ID] = (
+                    parts[ATTR_SEQUENCE_PREVIOUS_RECORD_ID] = (
                         '{"stringValue":' + json_string(link.record_id) + "}"
                     )
                 if end:
@@ -188,18 +194,18 @@ class ChainProblem:
     stream_id: str
     number: int | None
     record_id: str | None
-    kind: str  # "unsequenced" | "gap" | "prev_hash" | "prev_record_id" | "after_end" | "signature"
+    kind: str  # "unsequenced" | "gap" | "previous_hash" | "previous_record_id" | "after_end" | "signature"
     detail: str
 
 
 def check_chain(records: Iterable[LogRecord], verifier: Verifier | None = None) -> list[ChainProblem]:
     """Verify streams of records given in stored order (several streams may interleave).
 
-    A stream must start at 1 with the empty-string hash, number without gaps, and each
-    `prev_hash` / `prev_record_id` must match the record before it; nothing may follow a
-    record marked `end`. With `verifier`, every record's `audit.integrity.value` is checked too.
-    A stream whose last record lacks `end` is not a problem here (a crash ends streams so);
-    callers that need a clean shutdown check `ends_cleanly` themselves.
+    A stream must start at 1 with no `previous_hash` / `previous_record_id` (the draft's
+    genesis rule), number without gaps, and every later record must carry both, matching the
+    record before it; nothing may follow a record marked `end`. With `verifier`, every
+    record's `audit.integrity.value` is checked too. A stream whose last record lacks `end` is not a problem here (a crash ends streams so);
+    callers that need more (duplicates, positions, digests) use `otel_audit.integrity.verify`.
     """
     problems: list[ChainProblem] = []
     last: dict[str, _Link] = {}
@@ -214,29 +220,40 @@ def check_chain(records: Iterable[LogRecord], verifier: Verifier | None = None) 
         stream_id = fields[ATTR_SEQUENCE_STREAM_ID].string_value
         number = int(fields[ATTR_SEQUENCE_NUMBER].int_value)
         prev_hash = (
-            fields[ATTR_SEQUENCE_PREV_HASH].string_value if ATTR_SEQUENCE_PREV_HASH in fields else None
+            fields[ATTR_SEQUENCE_PREVIOUS_HASH].string_value
+            if ATTR_SEQUENCE_PREVIOUS_HASH in fields
+            else None
         )
         prev_id = (
-            fields[ATTR_SEQUENCE_PREV_RECORD_ID].string_value
-            if ATTR_SEQUENCE_PREV_RECORD_ID in fields
+            fields[ATTR_SEQUENCE_PREVIOUS_RECORD_ID].string_value
+            if ATTR_SEQUENCE_PREVIOUS_RECORD_ID in fields
             else None
         )
 
         def problem(kind: str, detail: str) -> None:
             problems.append(ChainProblem(stream_id, number, record_id, kind, detail))  # noqa: B023
 
-        previous = last.get(stream_id, _Link(0, EMPTY_HASH_TEXT, None, False))
+        previous = last.get(stream_id, _GENESIS)
         if previous.closed:
             problem("after_end", f"record {number} follows the end of the stream at {previous.number}")
         if number != previous.number + 1:
             problem("gap", f"expected number {previous.number + 1}, found {number}")
+        elif previous.hash_text is None:
+            if prev_hash is not None:
+                problem(
+                    "previous_hash", "the genesis record (number 1) carries a previous_hash; it must omit it"
+                )
+            elif prev_id is not None:
+                problem("previous_record_id", "the genesis record (number 1) carries a previous_record_id")
+        elif prev_hash is None:
+            problem("previous_hash", f"record {number} has no previous_hash; only record 1 may omit it")
         elif prev_hash != previous.hash_text:
             problem(
-                "prev_hash",
-                f"prev_hash {prev_hash} != IntegrityHash {previous.hash_text} of record {previous.number}",
+                "previous_hash",
+                f"previous_hash {prev_hash} != IntegrityHash {previous.hash_text} of record {previous.number}",
             )
         elif prev_id != previous.record_id:
-            problem("prev_record_id", f"prev_record_id {prev_id!r} != {previous.record_id!r}")
+            problem("previous_record_id", f"previous_record_id {prev_id!r} != {previous.record_id!r}")
         if verifier is not None and not verifier.verify(record):
             problem("signature", f"audit.integrity.value does not verify with {verifier.algorithm}")
         ended = ATTR_SEQUENCE_END in fields and fields[ATTR_SEQUENCE_END].bool_value
@@ -278,8 +295,8 @@ def _check_unsequenced(record: LogRecord) -> None:
 __all__ = [
     "ATTR_SEQUENCE_END",
     "ATTR_SEQUENCE_NUMBER",
-    "ATTR_SEQUENCE_PREV_HASH",
-    "ATTR_SEQUENCE_PREV_RECORD_ID",
+    "ATTR_SEQUENCE_PREVIOUS_HASH",
+    "ATTR_SEQUENCE_PREVIOUS_RECORD_ID",
     "ATTR_SEQUENCE_STREAM_ID",
     "SEQUENCE_PREFIX",
     "STREAM_END_EVENT",

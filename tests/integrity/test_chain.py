@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
-from otel_audit.canonical import EMPTY_HASH_TEXT, canonical_bytes, integrity_hash
+from otel_audit.canonical import canonical_bytes, integrity_hash
 from otel_audit.exceptions import InvalidAuditRecordError, OtelAuditError
 from otel_audit.integrity.chain import StreamChain, check_chain, stream_end_record
 from otel_audit.integrity.signing import HmacSha256Signer
@@ -45,12 +45,13 @@ def test_records_are_numbered_from_one_and_linked_by_hash() -> None:
         third["audit.sequence.number"],
     ] == [1, 2, 3]
     assert {first["audit.sequence.stream_id"], third["audit.sequence.stream_id"]} == {chain.stream_id}
-    assert first["audit.sequence.prev_hash"] == EMPTY_HASH_TEXT
-    assert "audit.sequence.prev_record_id" not in first
-    assert second["audit.sequence.prev_hash"] == digests[0].hex()
-    assert second["audit.sequence.prev_record_id"] == records[0].record_id
-    assert third["audit.sequence.prev_hash"] == digests[1].hex()
+    assert "audit.sequence.previous_hash" not in first  # the draft's genesis rule: no magic constant
+    assert "audit.sequence.previous_record_id" not in first
+    assert second["audit.sequence.previous_hash"] == digests[0].hex()
+    assert second["audit.sequence.previous_record_id"] == records[0].record_id
+    assert third["audit.sequence.previous_hash"] == digests[1].hex()
     assert chain.last_number == 3
+    assert StreamChain().last_hash_text is None
     assert chain.last_hash_text == digests[2].hex()
 
 
@@ -81,7 +82,7 @@ def test_plain_log_records_can_be_sealed_too() -> None:
     first, second = make(1).proto, make(2).proto
     chain.seal(first)
     chain.seal(second)
-    assert attrs(second)["audit.sequence.prev_record_id"] == attrs(first)["audit.record.id"]
+    assert attrs(second)["audit.sequence.previous_record_id"] == attrs(first)["audit.record.id"]
     assert check_chain([first, second]) == []
 
 
@@ -187,7 +188,7 @@ def test_check_chain_reports_an_edited_record_through_the_next_link_and_the_sign
     records = _chain_of(3)
     records[1].attributes[2].value.string_value = "mallory"
     problems = check_chain(records, HmacSha256Signer(KEY).verifier())
-    assert [(p.kind, p.number) for p in problems] == [("signature", 2), ("prev_hash", 3)]
+    assert [(p.kind, p.number) for p in problems] == [("signature", 2), ("previous_hash", 3)]
 
 
 def test_check_chain_reports_records_after_the_end() -> None:
@@ -196,12 +197,41 @@ def test_check_chain_reports_records_after_the_end() -> None:
     chain.seal(last, end=True)
     forged.proto.attributes.add(key="audit.sequence.stream_id").value.string_value = chain.stream_id
     forged.proto.attributes.add(key="audit.sequence.number").value.int_value = 2
-    forged.proto.attributes.add(key="audit.sequence.prev_hash").value.string_value = integrity_hash(
+    forged.proto.attributes.add(key="audit.sequence.previous_hash").value.string_value = integrity_hash(
         last.proto
     ).hex()
-    forged.proto.attributes.add(key="audit.sequence.prev_record_id").value.string_value = last.record_id
+    forged.proto.attributes.add(key="audit.sequence.previous_record_id").value.string_value = last.record_id
     assert [p.kind for p in check_chain([last.proto, forged.proto])] == ["after_end"]
 
 
 def test_check_chain_reports_unsequenced_records() -> None:
     assert [p.kind for p in check_chain([make().proto])] == ["unsequenced"]
+
+
+def _forge_sequence(record: AuditRecord, stream_id: str, number: int, **links: str) -> LogRecord:
+    add = record.proto.attributes.add
+    add(key="audit.sequence.stream_id").value.string_value = stream_id
+    add(key="audit.sequence.number").value.int_value = number
+    for name, value in links.items():
+        add(key=f"audit.sequence.{name}").value.string_value = value
+    return record.proto
+
+
+def test_check_chain_reports_a_genesis_record_that_carries_a_previous_hash() -> None:
+    """The draft: absence is the genesis signal; the old empty-string hash is now a violation."""
+    empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    old_style = _forge_sequence(make(), "s-1", 1, previous_hash=empty)
+    assert [(p.kind, p.number) for p in check_chain([old_style])] == [("previous_hash", 1)]
+    with_id = _forge_sequence(make(), "s-2", 1, previous_record_id="x")
+    assert [(p.kind, p.number) for p in check_chain([with_id])] == [("previous_record_id", 1)]
+
+
+def test_check_chain_reports_a_later_record_without_previous_hash() -> None:
+    records = _chain_of(2)
+    second = records[1]
+    for index in range(len(second.attributes) - 1, -1, -1):
+        if second.attributes[index].key == "audit.sequence.previous_hash":
+            del second.attributes[index]
+    problems = check_chain(records)
+    assert [(p.kind, p.number) for p in problems] == [("previous_hash", 2)]
+    assert "only record 1 may omit it" in problems[0].detail
