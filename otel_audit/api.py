@@ -14,7 +14,7 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_audit.config import AuditConfig, resolve_config
 from otel_audit.encoding import encode_context
-from otel_audit.exceptions import ConfigError, InvalidAuditRecordError
+from otel_audit.exceptions import ConfigError, WALError
 from otel_audit.integrity import HmacSha256Signer, Signer, StreamChain, load_signing_key, stream_end_record
 from otel_audit.pipeline import AuditPipeline, get_pipeline, persist_or_fail
 from otel_audit.record import AuditReceipt, AuditRecord, build_audit_log_record
@@ -198,8 +198,6 @@ class Audit:
     def _emit(self, logger: AuditLogger, event_name: str, *, wait: str, timeout: float | None, **fields: Any) -> AuditReceipt | None:
         if wait not in _WAITS:
             raise ConfigError(f"wait={wait!r} is not one of: {', '.join(_WAITS)}")
-        if self._shutdown:
-            raise InvalidAuditRecordError("the audit pipeline is shut down; configure() a new one")
         observed = fields.pop("observed_timestamp")
         record = build_audit_log_record(event_name, observed_timestamp_ns=observed, **fields)
         return self._persist(logger, record, wait, timeout)
@@ -209,7 +207,7 @@ class Audit:
     ) -> AuditReceipt | None:
         record_id = record.record_id
         result = persist_or_fail(
-            lambda: self.pipeline.persist_audit(self._context_id, record, logger.chain, end=end),
+            lambda: self._persist_now(record, logger.chain, end),
             fail_closed=self.config.fail_closed,
             record_id=record_id,
             pipeline=self.pipeline,
@@ -221,6 +219,12 @@ class Audit:
         if wait == WAIT_DELIVERED:
             self.pipeline.wait_seq_delivered(seq, timeout if timeout is not None else self.config.exporter.timeout, record_id)
         return receipt
+
+    def _persist_now(self, record: AuditRecord, chain: StreamChain | None, end: bool) -> tuple[int, bytes]:
+        if self._shutdown:
+            # Treated like any other failure to persist, so fail-open callers still never see it.
+            raise WALError("the audit pipeline is shut down; configure() a new one")
+        return self.pipeline.persist_audit(self._context_id, record, chain, end=end)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

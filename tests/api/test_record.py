@@ -243,3 +243,15 @@ def test_shutdown_closes_each_stream_with_an_end_record(
     last = _attrs(collector.records[-1])
     assert last["audit.sequence.end"] is True
     assert last["audit.sequence.number"] == 2
+
+
+def test_record_after_shutdown_is_a_write_failure_under_the_failure_policy(
+    make_audit: Callable[..., otel_audit.Audit], tmp_path: Path
+) -> None:
+    closed = make_audit(wal_dir=tmp_path / "closed")
+    closed.shutdown(timeout=5)
+    with pytest.raises(otel_audit.AuditWriteError, match="shut down"):
+        closed.record("user.login.success", **LOGIN)
+    open_ = make_audit(wal_dir=tmp_path / "open", fail_closed=False)
+    open_.shutdown(timeout=5)
+    assert open_.record("user.login.success", **LOGIN) is None
