@@ -54,7 +54,10 @@ async def run(audit: otel_audit.Audit, label: str) -> None:
 def main() -> None:
     print("| collector | bare app µs | audit inline µs | audit offloaded µs |\n|---|---:|---:|---:|")
     with FakeCollector() as collector:
-        for label, endpoint in (("up (in-process fake)", collector.grpc_endpoint), ("down", "http://127.0.0.1:9")):
+        for label, endpoint in (
+            ("up (in-process fake)", collector.grpc_endpoint),
+            ("down", "http://127.0.0.1:9"),
+        ):
             audit = otel_audit.Audit(
                 resolve_config(service_name="bench", wal_dir=tempfile.mkdtemp(), endpoint=endpoint)
             )

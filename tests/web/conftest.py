@@ -46,7 +46,7 @@ def make_audit(tmp_path: Path, collector: FakeCollector) -> Iterator[AuditFactor
 
     yield make
     for audit in made:
-        audit.shutdown(timeout=2.0)
+        audit.shutdown(timeout=0.5)
 
 
 @pytest.fixture

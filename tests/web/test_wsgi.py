@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from flask import Flask, Response, abort, request, stream_with_context
 from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import TracerProvider
@@ -180,7 +181,7 @@ def test_streaming_body_passes_through(
     assert attributes(record)["http.response.status_code"] == 200
 
 
-def test_fail_closed_answers_503_and_closes_the_app_response(
+def test_fail_closed_flask_answers_503_once_the_wal_is_full(
     make_audit: AuditFactory, tracer_provider: TracerProvider, collector: FakeCollector
 ) -> None:
     collector.down()
@@ -218,3 +219,35 @@ def test_legacy_write_callable_records_before_the_first_write(
     assert list(body) == [b"late"]
     [record] = http_records(collector, 1)
     assert attributes(record)["http.response.status_code"] == 200
+
+
+def test_refused_response_iterable_is_closed_and_replaced(
+    make_audit: AuditFactory, collector: FakeCollector
+) -> None:
+    collector.down()
+    audit = make_audit(max_bytes=4096, segment_bytes=4096, full_policy="raise", fail_closed=True)
+    with pytest.raises(otel_audit.AuditWriteError):
+        for _ in range(50):
+            audit.record("fill.up", actor_id="x", actor_type="system", action="FILL", outcome="success")
+
+    class Body:
+        closed = False
+
+        def __iter__(self) -> Any:
+            return iter([b"secret account data"])
+
+        def close(self) -> None:
+            Body.closed = True
+
+    def app(environ: Any, start_response: Any) -> Body:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Body()
+
+    statuses: list[str] = []
+    body = AuditWSGIMiddleware(app, audit)(
+        {"REQUEST_METHOD": "GET", "PATH_INFO": "/accounts/1"},
+        lambda status, headers, exc_info=None: statuses.append(status),
+    )
+    assert statuses == ["503 Service Unavailable"]
+    assert b"".join(body).startswith(b"audit log unavailable")
+    assert Body.closed
