@@ -30,7 +30,15 @@ def rss_mib() -> float:
 
 
 def peak_rss_mib() -> float:
-    """The kernel's high-water mark of this process's RSS (ru_maxrss is KiB on Linux)."""
+    """The kernel's high-water mark of this process's RSS since exec (VmHWM).
+
+    Not ``ru_maxrss``: Linux carries that across fork+exec, so a child started by a big parent
+    reports the parent's size.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -323,6 +323,34 @@ def _targets_table(rows: list[Row]) -> list[str]:
     return _table(["target", "measured", "bound", ""], body)
 
 
+def _notes(results: dict[str, Any]) -> list[str]:
+    """Anything a reader of the tables should know: duplicates delivered, warnings the library logged."""
+    s = results["scenarios"]
+    rows: list[tuple[str, Row]] = []
+    for name in ("burst", "latency", "collector"):
+        data = s.get(name)
+        rows += [(name, r) for r in (data["rows"] if isinstance(data, dict) else data or [])]
+    if s.get("disk"):
+        rows += [("disk", r) for r in s["disk"]["always"]]
+    if s.get("backlog"):
+        rows.append(("backlog", s["backlog"]))
+    notes = []
+    for scenario, r in rows:
+        warnings = r.get("library_warnings") or {}
+        extra = []
+        if r.get("duplicates"):
+            extra.append(f"{r['duplicates']} duplicate deliveries (at-least-once; dedup by `log.record.uid`)")
+        if warnings.get("count"):
+            extra.append(f"otel_audit logged {warnings['count']} warning(s), first: {warnings['first']!r}")
+        if extra:
+            notes.append(
+                f"- {scenario}, {_label(r['variant'])}, {r.get('threads', 1)} thread(s): " + "; ".join(extra)
+            )
+    for error in results.get("errors") or ():
+        notes.append(f"- error: {error.splitlines()[0]}")
+    return notes
+
+
 def render(results: dict[str, Any]) -> str:
     """The whole report as Markdown: one table per scenario that ran, then the targets."""
     s = results["scenarios"]
@@ -379,6 +407,9 @@ def render(results: dict[str, Any]) -> str:
             "",
         ]
     lines += ["### Targets", "", *_targets_table(results.get("targets", [])), ""]
+    notes = _notes(results)
+    if notes:
+        lines += ["### Notes", "", *notes, ""]
     return "\n".join(lines)
 
 

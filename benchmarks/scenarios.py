@@ -66,6 +66,7 @@ def _burst_row(result: dict[str, Any]) -> Row:
         "rss_peak_mib": result["rss_peak_mib"],
         "latency_us": result["latency_us"],
         "pipeline": result["pipeline"],
+        "library_warnings": result["library_warnings"],
     }
 
 
@@ -154,16 +155,17 @@ def disk(ctx: Context, receiver: Receiver) -> dict[str, Any]:
 def _backlog_row(result: dict[str, Any]) -> Row:
     received = result["receiver"]
     n = result["records"]
-    drain_s = received["last"] - result["up"] if received["records"] else float("nan")
+    got = received["records"]
     return {
         "variant": result["variant"],
         "records": n,
         "write_s": result["write_s"],
         "write_rate": n / result["write_s"],
-        "reconnect_s": (received["first"] - result["up"]) if received["records"] else float("nan"),
-        "drain_s": drain_s,
-        "drain_rate": received["records"] / drain_s if received["records"] else 0.0,
-        "received": received["records"],
+        # From the receiver coming up: the reconnect (sender backoff), then the transfer itself.
+        "reconnect_s": (received["first"] - result["up"]) if got else float("nan"),
+        "drain_s": (received["last"] - result["up"]) if got else float("nan"),
+        "drain_rate": got / (received["last"] - received["first"]) if got > 1 else 0.0,
+        "received": got,
         "flushed": result["flushed"],
         "rss_before_mib": result["rss_before_mib"],
         "rss_written_mib": result["rss_written_mib"],
@@ -173,6 +175,7 @@ def _backlog_row(result: dict[str, Any]) -> Row:
         "disk_allocated_per_record": result["wal_allocated_bytes"] / n,
         "otlp_bytes_per_record": received["bytes"] / received["records"] if received["records"] else 0.0,
         "pipeline": result["pipeline"],
+        "library_warnings": result["library_warnings"],
     }
 
 
@@ -266,6 +269,7 @@ def collector(ctx: Context) -> dict[str, Any]:
                     "rss_peak_mib": result["rss_peak_mib"],
                     "latency_us": result["latency_us"],
                     "pipeline": result["pipeline"],
+                    "library_warnings": result["library_warnings"],
                 }
                 ctx.log(
                     f"  {variant:24} emit {row['emit_rate']:>9,.0f}/s  e2e {row['e2e_rate']:>9,.0f}/s  "

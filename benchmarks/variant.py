@@ -22,6 +22,26 @@ from benchmarks import workload
 from benchmarks.measure import RssSampler, dir_bytes, peak_rss_mib, percentiles_us, rss_mib
 from benchmarks.receiver import Receiver, fetch_stats
 
+
+class LogCounter(logging.Handler):
+    """Counts otel_audit's warnings and errors during a run (a retry, a sender restart) and keeps the first."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+        self.first = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        if not self.first:
+            self.first = record.getMessage()[:300]
+
+    def report(self) -> dict[str, Any]:
+        return {"count": self.count, "first": self.first}
+
+
+LOGS = LogCounter()
+
 _WAL_STATS = (
     "appends",
     "fsyncs",
@@ -88,6 +108,7 @@ def burst(spec: dict[str, Any]) -> dict[str, Any]:
         "pipeline": {k: stats[k] for k in _WAL_STATS if k in stats},
         "receiver": receiver,
         "errors": errors[:5],
+        "library_warnings": LOGS.report(),
     }
 
 
@@ -131,6 +152,7 @@ def backlog(spec: dict[str, Any]) -> dict[str, Any]:
         "rss_drain_peak_mib": rss_peak,
         "rss_peak_mib": peak_rss_mib(),
         "receiver": received,
+        "library_warnings": LOGS.report(),
     }
 
 
@@ -200,6 +222,7 @@ def main() -> None:
     spec = json.loads(sys.argv[1])
     # The SDK warns once per dropped record ("Queue full"); drops are counted at the receiver instead.
     logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("otel_audit").addHandler(LOGS)
     workdir = Path(spec["workdir"])
     workdir.mkdir(parents=True, exist_ok=True)
     code = 0
