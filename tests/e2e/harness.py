@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -49,11 +50,35 @@ def resolve_binary() -> Path:
     return Path(lines[-1])
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # the Linux default
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on right now (the kernel's pick; a race we accept in tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nothing listens on right now, chosen OUTSIDE the kernel's ephemeral range.
+
+    A port from the ephemeral range (what binding port 0 returns) can be taken at any moment as
+    the source port of some outgoing connection on the machine, and a client that keeps
+    reconnecting to a stopped collector's port can even connect to itself (TCP simultaneous
+    open): both made the collector's bind fail on start or restart. Ports below the range are
+    only ever taken by an explicit bind. Still a race with other explicit binds, which
+    `Collector.start` absorbs by picking again on the first start.
+    """
+    low, high = _ephemeral_range()
+    span = (10000, low - 1) if low > 11000 else (high + 1, 65535)
+    for _ in range(200):
+        port = random.randint(*span)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise CollectorError(f"no free TCP port in {span[0]}-{span[1]} after 200 tries")
 
 
 class Collector:
@@ -76,9 +101,7 @@ class Collector:
         self.binary = binary
         self.config = config
         self.workdir = workdir
-        self.grpc_port = free_port()
-        self.http_port = free_port()
-        self.health_port = free_port()
+        self.grpc_port, self.http_port, self.health_port = self._pick_ports()
         self.archive_path = workdir / "archive" / "audit.jsonl"
         self.traces_path = workdir / "archive" / "traces.jsonl"
         self.queue_dir = workdir / "queue"
@@ -90,6 +113,14 @@ class Collector:
         workdir.mkdir(parents=True, exist_ok=True)
 
     # -- addresses ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _pick_ports() -> tuple[int, int, int]:
+        ports: set[int] = set()
+        while len(ports) < 3:
+            ports.add(free_port())
+        grpc, http, health = sorted(ports, key=lambda _: random.random())
+        return grpc, http, health
 
     @property
     def grpc_endpoint(self) -> str:
@@ -135,10 +166,27 @@ class Collector:
     def start(self) -> Collector:
         """Start the process and return once its health check answers 200.
 
+        On the first start only, a port taken meanwhile by someone else ("address already in
+        use") makes it pick fresh ports and try again (3 attempts): nothing can have been pointed
+        at the old ones yet, so read the addresses after the first `start()`. Later starts keep
+        the ports, which is what restart tests need.
+
         Raises:
             CollectorError: it exited, or was not healthy within `ready_timeout_s`; the message
                 holds the end of its log.
         """
+        attempts = 3 if self.starts == 0 else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once()
+            except CollectorError as exc:
+                if attempt == attempts or "address already in use" not in str(exc):
+                    raise
+                self.grpc_port, self.http_port, self.health_port = self._pick_ports()
+                self.starts = 0
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> Collector:
         if self.running:
             raise CollectorError(f"collector already running (pid {self.process and self.process.pid})")
         self.starts += 1
