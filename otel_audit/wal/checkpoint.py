@@ -11,7 +11,8 @@ from pathlib import Path
 
 from otel_audit.exceptions import WALFormatError
 
-from .segment import FILE_MODE, fsync_dir
+from . import fileio
+from .segment import FILE_MODE
 
 CHECKPOINT_MAGIC = b"OTAUDCKP"
 CHECKPOINT_VERSION = 1
@@ -80,33 +81,34 @@ def write(directory: Path, checkpoint: Checkpoint, *, sync: bool = True) -> None
     tmp = directory / (CHECKPOINT_NAME + ".tmp")
     data = checkpoint.encode()
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+        fd = fileio.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
         try:
-            if os.write(fd, data) != len(data):
+            if fileio.write(fd, data) != len(data):
                 raise OSError(errno.ENOSPC, "short write", str(tmp))
             if sync:
-                os.fsync(fd)
+                fileio.fsync(fd)
         finally:
-            os.close(fd)
-        os.rename(tmp, path)
+            fileio.close(fd)
+        fileio.rename(tmp, path)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.exists():
             raise
         _unlink_quietly(tmp)
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = fileio.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
-            os.pwrite(fd, data, 0)
+            if fileio.pwrite(fd, data, 0) != len(data):
+                raise OSError(errno.ENOSPC, "short write", str(path)) from exc
             if sync:
-                os.fsync(fd)
+                fileio.fsync(fd)
         finally:
-            os.close(fd)
+            fileio.close(fd)
         return
     if sync:
-        fsync_dir(directory)
+        fileio.fsync_dir(directory)
 
 
 def _unlink_quietly(path: Path) -> None:
     try:
-        os.unlink(path)
+        fileio.unlink(path)
     except FileNotFoundError:
         pass

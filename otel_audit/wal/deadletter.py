@@ -11,8 +11,8 @@ from pathlib import Path
 
 from otel_audit.exceptions import WALCorruptionError
 
-from . import frame
-from .segment import FILE_MODE, fsync_dir
+from . import fileio, frame
+from .segment import FILE_MODE
 
 DEAD_LETTER_DIR = "dead-letter"
 log = logging.getLogger("otel_audit.wal")
@@ -32,15 +32,13 @@ class DeadLetterEntry:
 
 def _write_durably(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    fd = fileio.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        fileio.write_all(fd, data)
+        fileio.fsync(fd)
     finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fileio.close(fd)
+    fileio.replace(tmp, path)
 
 
 def write(directory: Path, seq: int, payload: bytes, reason: str, *, time_ns: int) -> Path:
@@ -50,7 +48,7 @@ def write(directory: Path, seq: int, payload: bytes, reason: str, *, time_ns: in
     writing the same seq again replaces the entry.
     """
     dl_dir = directory / DEAD_LETTER_DIR
-    dl_dir.mkdir(mode=0o700, exist_ok=True)
+    fileio.makedirs(dl_dir)
     frame_path = dl_dir / f"{seq:020d}.frame"
     meta_path = dl_dir / f"{seq:020d}.json"
     when = dt.datetime.fromtimestamp(time_ns / 1e9, tz=dt.UTC).isoformat().replace("+00:00", "Z")
@@ -63,7 +61,7 @@ def write(directory: Path, seq: int, payload: bytes, reason: str, *, time_ns: in
         "frame": frame_path.name,
     }
     _write_durably(meta_path, json.dumps(meta, indent=2, sort_keys=True).encode() + b"\n")
-    fsync_dir(dl_dir)
+    fileio.fsync_dir(dl_dir)
     return frame_path
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from otel_audit.exceptions import WALError, WALLockedError
 
+from . import fileio
 from .segment import FILE_MODE
 
 LOCK_NAME = "LOCK"
@@ -43,11 +44,11 @@ class DirLock:
             WALLockedError: another WAL object (this or another process) holds it.
         """
         path = directory / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        fd = fileio.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         try:
             fcntl.fcntl(fd, _F_OFD_SETLK, _flock(fcntl.F_WRLCK))
         except OSError as exc:
-            os.close(fd)
+            fileio.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise WALError(f"wal: cannot lock {path}: {exc.strerror} (errno {exc.errno})") from exc
             pid = read_pid(path)
@@ -59,9 +60,26 @@ class DirLock:
                 "Use a separate directory per process.",
                 pid=pid,
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            fileio.ftruncate(fd, 0)
+            fileio.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            # The pid is only a hint for the error message of a second writer; the lock is held.
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                fileio.close(fd)
+                raise WALError(f"wal: cannot write {path}: {exc.strerror} (errno {exc.errno})") from exc
         return cls(path, fd)
+
+    def still_ours(self) -> bool:
+        """False if ``LOCK`` was deleted or replaced under us: another process could then lock the directory."""
+        if self._fd < 0:
+            return False
+        try:
+            on_disk = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(self._fd)
+        return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
 
     def release(self) -> None:
         """Unlock and close; call only in the process that acquired the lock."""
@@ -70,7 +88,7 @@ class DirLock:
         try:
             fcntl.fcntl(self._fd, _F_OFD_SETLK, _flock(fcntl.F_UNLCK))
         finally:
-            os.close(self._fd)
+            fileio.close(self._fd)
             self._fd = -1
 
     def forget_in_child(self) -> None:
@@ -82,7 +100,7 @@ class DirLock:
         """
         if self._fd >= 0:
             try:
-                os.close(self._fd)
+                fileio.close(self._fd)
             except OSError:
                 pass
             self._fd = -1

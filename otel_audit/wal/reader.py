@@ -294,8 +294,8 @@ class WALReader:
 
     Takes no lock and writes nothing, so it may run beside the writer: an incomplete
     frame at the live tail is "not yet written", and segments deleted after an ack are
-    skipped. Counters that only the writer process knows (fsyncs, appends, dropped)
-    are reported as None.
+    skipped. Counters that only the writer process knows (fsyncs, appends, dropped,
+    faults, recoveries, lost_frames, failed) are reported as None.
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
@@ -322,13 +322,17 @@ class WALReader:
     def stats(self) -> dict[str, Any]:
         """Return the same keys as ``WAL.stats()`` plus ``lock_holder_pid``, read from disk."""
         segments = list_segments(self._segments_dir)
-        acked = self.acked_seq
-        last = acked
+        last = 0
         for seg in reversed(segments):
             seq = last_frame_seq(seg.path)
             if seq is not None:
-                last = max(last, seq)
+                last = seq
                 break
+        # Read the checkpoint after the segments: a live writer makes it durable before it
+        # deletes the segments it covers, so a segment that vanished during the walk above
+        # is covered by this value and last_seq never reads below a seq already delivered.
+        acked = self.acked_seq
+        last = max(last, acked)
         sizes = 0
         for seg in segments:
             try:
@@ -351,5 +355,9 @@ class WALReader:
             "fsyncs": None,
             "appends": None,
             "bytes_on_disk": sizes,
+            "faults": None,
+            "recoveries": None,
+            "lost_frames": None,
+            "failed": None,
             "lock_holder_pid": lock.holder_pid(self.directory),
         }

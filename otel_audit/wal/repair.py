@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import frame
-from .segment import FILE_MODE, SegmentFile, decode_header, encode_header, fsync_dir
+from . import fileio, frame
+from .segment import FILE_MODE, SegmentFile, decode_header, encode_header
 from .segment import HEADER_SIZE as SEGMENT_HEADER_SIZE
 
 log = logging.getLogger("otel_audit.wal")
@@ -54,13 +54,15 @@ def _resync(mm: mmap.mmap, damage_start: int, size: int, expected: int) -> int |
 def _quarantine_bytes(quarantine_dir: Path, name: str, data: bytes) -> None:
     """Keep damaged bytes for a human to inspect; failing to (disk full) must not stop recovery."""
     try:
-        fd = os.open(quarantine_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+        fd = fileio.open(
+            quarantine_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE
+        )
         try:
-            os.write(fd, data)
-            os.fsync(fd)
+            fileio.write_all(fd, data)
+            fileio.fsync(fd)
         finally:
-            os.close(fd)
-        fsync_dir(quarantine_dir)
+            fileio.close(fd)
+        fileio.fsync_dir(quarantine_dir)
     except OSError as exc:
         log.error("wal: could not copy %d damaged bytes to %s/%s: %s", len(data), quarantine_dir, name, exc)
 
@@ -69,9 +71,9 @@ def quarantine_file(path: Path, quarantine_dir: Path, why: str) -> None:
     """Move a whole file into quarantine/ (a rename: needs no free space)."""
     target = quarantine_dir / f"{path.name}.{why}"
     log.warning("wal: %s: %s; moved to %s", path, why, target)
-    os.replace(path, target)
-    fsync_dir(quarantine_dir)
-    fsync_dir(path.parent)
+    fileio.replace(path, target)
+    fileio.fsync_dir(quarantine_dir)
+    fileio.fsync_dir(path.parent)
 
 
 def repair_segment(seg: SegmentFile, quarantine_dir: Path, *, after_seq: int) -> RepairResult | None:
@@ -96,7 +98,7 @@ def repair_segment(seg: SegmentFile, quarantine_dir: Path, *, after_seq: int) ->
             if size:
                 quarantine_file(path, quarantine_dir, "bad-header")
             else:
-                os.unlink(path)
+                fileio.unlink(path)
             return None
         first = seg.first_seq  # the name is the fallback when the header is damaged
         if size == SEGMENT_HEADER_SIZE and not header_bad:
@@ -132,7 +134,7 @@ def repair_segment(seg: SegmentFile, quarantine_dir: Path, *, after_seq: int) ->
             quarantine_dir,
         )
     if last is None:
-        os.unlink(path)
+        fileio.unlink(path)
         return RepairResult(first, path, 0, None, len(regions), lost)
     return RepairResult(first, path, new_size, last, len(regions), lost)
 
@@ -172,32 +174,31 @@ def _complement(regions: list[tuple[int, int]], size: int) -> list[tuple[int, in
 
 
 def _truncate(path: Path, offset: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    fd = fileio.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        os.ftruncate(fd, offset)
-        os.fsync(fd)
+        fileio.ftruncate(fd, offset)
+        fileio.fsync(fd)
     finally:
-        os.close(fd)
+        fileio.close(fd)
 
 
 def _rewrite(path: Path, mm: mmap.mmap, first_seq: int, good: list[tuple[int, int]]) -> None:
     """Write a fresh header and the good frame ranges to a new file, renamed over the segment."""
     tmp = path.with_name(path.name + ".repair")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    fd = fileio.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
     try:
-        os.write(fd, encode_header(first_seq))
+        fileio.write_all(fd, encode_header(first_seq))
         for start, stop in good:
             start = max(start, SEGMENT_HEADER_SIZE)
             if start >= stop:
                 continue
             view = memoryview(mm)[start:stop]
             try:
-                while view:
-                    view = view[os.write(fd, view) :]
+                fileio.write_all(fd, view)
             finally:
                 view.release()
-        os.fsync(fd)
+        fileio.fsync(fd)
     finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+        fileio.close(fd)
+    fileio.replace(tmp, path)
+    fileio.fsync_dir(path.parent)

@@ -11,6 +11,9 @@ from typing import NamedTuple
 
 from otel_audit.exceptions import WALFormatError
 
+from . import fileio
+from .fileio import fsync_dir as fsync_dir  # re-exported: other layers fsync their directories with it
+
 SEGMENT_MAGIC = b"OTAUDSEG"
 FORMAT_VERSION = 1
 # magic, format version, reserved (0), first seq, crc32 of the preceding bytes.
@@ -76,38 +79,31 @@ def decode_header(data: bytes, path: Path) -> int | None:
     return int(first_seq)
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a file creation, rename or removal in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def create(segments_dir: Path, first_seq: int, *, sync: bool) -> tuple[Path, int]:
-    """Create a segment holding only its header; return its path and a write fd at its end.
+    """Create a segment holding only its header; return its path and a read-write fd at its end.
 
     The header is written to a temporary name and renamed into place, so a crash never
-    leaves a ``.wal`` file without a whole header. A leftover ``.tmp`` is removed at open.
+    leaves a ``.wal`` file without a whole header. With ``sync`` the header is fsynced
+    before the rename and the directory after it: a segment that a later fsync made
+    durable must not lose its name to a power cut. The fd is read-write so that the
+    writer can copy the segment into a fresh file after an I/O error (``writer.py``).
+    A leftover ``.tmp`` is removed at open.
     """
     path = segments_dir / segment_name(first_seq)
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    fd = fileio.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
     try:
-        header = encode_header(first_seq)
-        if os.write(fd, header) != len(header):
-            raise OSError(28, "short write of segment header", str(tmp))
+        fileio.write_all(fd, encode_header(first_seq))
         if sync:
-            os.fsync(fd)
-        os.rename(tmp, path)
+            fileio.fsync(fd)
+        fileio.rename(tmp, path)
         if sync:
-            fsync_dir(segments_dir)
+            fileio.fsync_dir(segments_dir)
     except BaseException:
-        os.close(fd)
+        fileio.close(fd)
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
+            fileio.unlink(tmp)
+        except OSError:
             pass
         raise
     return path, fd

@@ -14,7 +14,7 @@ from typing import Any
 
 from otel_audit.exceptions import ConfigError, WALError, WALFullError, WALRecordTooLargeError
 
-from . import checkpoint, deadletter, frame, repair, segment
+from . import checkpoint, deadletter, fileio, frame, repair, segment
 from .lock import DirLock
 from .options import Durability, FullPolicy, WALOptions
 from .reader import (
@@ -35,6 +35,12 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # free it), so a blocked append re-tries its write this often.
 _DISK_FULL_POLL_SECONDS = 0.05
 _DROP_WARNING_SECONDS = 10.0
+# After an I/O fault, appends fail at once for this long before the WAL tries to rewrite
+# the active segment into a fresh file; the delay doubles on every failed attempt up to
+# the maximum, so a dead disk is not hammered with segment copies by every caller.
+_RECOVERY_FIRST_DELAY_SECONDS = 0.1
+_RECOVERY_MAX_DELAY_SECONDS = 5.0
+_LOCK_CHECK_NS = 1_000_000_000
 
 _LIVE: weakref.WeakSet[WAL] = weakref.WeakSet()
 
@@ -71,6 +77,11 @@ class WAL:
         self._quarantined_frames = 0
         self._dead_letters = 0
         self._acked = 0
+        self._recoveries = 0
+        self._seen_faults = 0
+        self._recovery_delay = _RECOVERY_FIRST_DELAY_SECONDS
+        self._next_recovery_at = 0.0
+        self._next_lock_check_ns = 0
         self._writer: SegmentWriter
 
     # -- opening ---------------------------------------------------------------------------
@@ -123,7 +134,7 @@ class WAL:
         quarantine_dir = self.directory / QUARANTINE_DIR
         for name in os.listdir(self._segments_dir):
             if name.endswith((".tmp", ".repair")):
-                os.unlink(self._segments_dir / name)
+                fileio.unlink(self._segments_dir / name)
         ckpt, raw = checkpoint.read(self.directory)
         if ckpt is None and raw is not None:
             repair.quarantine_file(
@@ -137,7 +148,7 @@ class WAL:
         for i, seg in enumerate(found):
             nxt = found[i + 1].first_seq if i + 1 < len(found) else None
             if nxt is not None and nxt - 1 <= acked:
-                os.unlink(seg.path)  # fully acked; an ack crashed before deleting it
+                fileio.unlink(seg.path)  # fully acked; an ack crashed before deleting it
                 prev_last = max(prev_last, nxt - 1)
                 continue
             result = repair.repair_segment(seg, quarantine_dir, after_seq=prev_last)
@@ -155,13 +166,24 @@ class WAL:
                 self._quarantined_frames += result.first_seq - states[-1].last_seq - 1
             prev_last = high = max(high, result.last_seq)
             states.append(SegmentState(result.first_seq, result.path, result.size, result.last_seq))
+        # After a power cut the checkpoint can name a seq above every frame that survived:
+        # the sender delivered and acked frames the writer had not fsynced yet. Those seqs
+        # were issued, so numbering goes on above them (high starts at acked): restarting
+        # at the last surviving frame would give new records seqs at or below acked_seq,
+        # and every reader, which starts after acked_seq, would skip them.
         next_seq = high + 1
         # Empty segments are only useful as the active one, starting exactly at next_seq.
         for st in [s for s in states if s.empty and (s is not states[-1] or s.first_seq != next_seq)]:
-            os.unlink(st.path)
+            fileio.unlink(st.path)
             states.remove(st)
         if states and not states[-1].empty and states[-1].last_seq <= acked:
-            os.unlink(states.pop().path)
+            fileio.unlink(states.pop().path)
+        if sync:
+            # What we keep may be only in the page cache (the last process was killed before
+            # its fsync): make it durable now, or the interval bound would not hold for it.
+            for st in states:
+                _fsync_file(st.path)
+            fileio.fsync_dir(self._segments_dir)
         if ckpt is None:
             checkpoint.write(self.directory, checkpoint.Checkpoint(acked), sync=sync)
         self._acked = acked
@@ -174,6 +196,7 @@ class WAL:
             durability=self.options.durability,
             fsync_interval=self.options.fsync_interval,
             lock=self._lock,
+            on_failed_tick=self._resume_on_tick,
         )
 
     # -- state -----------------------------------------------------------------------------
@@ -247,12 +270,18 @@ class WAL:
         with self._cond:
             while True:
                 self._check_usable()
+                if self._writer.failed is not None and not self._resume_after_fault():
+                    raise self._writer.failed
+                now_ns = time.time_ns()
+                if now_ns >= self._next_lock_check_ns:
+                    self._next_lock_check_ns = now_ns + _LOCK_CHECK_NS
+                    self._check_lock()
                 used = self._writer.total_bytes
                 if used + self._writer.bytes_needed(size) > self.options.max_bytes:
                     reason = f"max_bytes={self.options.max_bytes} reached ({used} bytes in segments)"
                 else:
                     try:
-                        first = self._writer.write(payloads, time.time_ns())
+                        first = self._writer.write(payloads, now_ns)
                         break
                     except OSError as exc:
                         if exc.errno not in _NO_SPACE:
@@ -284,6 +313,75 @@ class WAL:
         if sync and self.options.durability is Durability.ALWAYS:
             self._writer.sync_to(last)
         return list(range(first, last + 1))
+
+    # -- I/O faults ------------------------------------------------------------------------
+
+    def _check_lock(self) -> None:
+        """Fail the writer if LOCK was deleted or replaced: another process could take the directory.
+
+        Caller holds the lock.
+        """
+        if not self._dir_lock.still_ours():
+            raise self._writer.fail(
+                f"{self._dir_lock.path} was deleted or replaced by another program, so another "
+                "process could lock this directory and write beside us"
+            )
+
+    def _resume_after_fault(self, *, now: bool = False) -> bool:
+        """Try to leave the failed state; True if appends may go on. Caller holds the lock.
+
+        Recreates what another program removed (directories, LOCK, checkpoint), then has
+        the writer copy the active segment into a fresh fsynced file. Tried at most once
+        per back-off delay (``now`` skips the wait: used by close).
+        """
+        writer = self._writer
+        clock = time.monotonic()
+        if writer.faults != self._seen_faults:  # a new fault: start the back-off afresh
+            self._seen_faults = writer.faults
+            self._recovery_delay = _RECOVERY_FIRST_DELAY_SECONDS
+            self._next_recovery_at = clock + self._recovery_delay
+        if not now and clock < self._next_recovery_at:
+            return False
+        try:
+            self._restore_directory()
+            writer.rebuild()
+        except (OSError, WALError) as exc:
+            self._recovery_delay = min(self._recovery_delay * 2, _RECOVERY_MAX_DELAY_SECONDS)
+            self._next_recovery_at = time.monotonic() + self._recovery_delay
+            log.warning(
+                "wal: %s is still failing (%s); next attempt in %.1f s",
+                self.directory,
+                exc,
+                self._recovery_delay,
+            )
+            return False
+        self._recoveries += 1
+        log.warning("wal: %s recovered from an I/O fault; appends resume", self.directory)
+        return True
+
+    def _resume_on_tick(self) -> None:
+        """The interval fsync thread's chance to recover without waiting for an append."""
+        with self._cond:
+            if not self._closed and self._forked_into is None and self._writer.failed is not None:
+                self._resume_after_fault()
+
+    def _restore_directory(self) -> None:
+        """Recreate the directories, LOCK and checkpoint if another program removed them."""
+        for sub in (SEGMENTS_DIR, QUARANTINE_DIR, DEAD_LETTER_DIR):
+            fileio.makedirs(self.directory / sub)
+        if not self._dir_lock.still_ours():
+            # Raises WALLockedError if another process took the directory meanwhile: then it
+            # is theirs, and we stay failed rather than write beside them.
+            new_lock = DirLock.acquire(self.directory)
+            self._dir_lock.release()
+            self._dir_lock = new_lock
+            log.error("wal: %s was removed under us; took a new lock", new_lock.path)
+        if not (self.directory / checkpoint.CHECKPOINT_NAME).exists():
+            checkpoint.write(
+                self.directory,
+                checkpoint.Checkpoint(self._acked),
+                sync=self.options.durability is not Durability.NEVER,
+            )
 
     def _note_drop(self, count: int, reason: str) -> None:
         """Count a drop and warn at most every few seconds (caller holds the lock)."""
@@ -401,6 +499,10 @@ class WAL:
             "fsyncs": self._writer.fsyncs,
             "appends": appends,
             "bytes_on_disk": total,
+            "faults": self._writer.faults,
+            "recoveries": self._recoveries,
+            "lost_frames": self._writer.lost_frames,
+            "failed": None if self._writer.failed is None else str(self._writer.failed),
         }
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -432,6 +534,10 @@ class WAL:
         with self._cond:
             if self._closed:
                 return
+            if self._writer.failed is not None:
+                # Last chance for the records written since the fault: once we exit, pages
+                # whose writeback failed are gone with the page cache.
+                self._resume_after_fault(now=True)
             self._closed = True
             self._cond.notify_all()
         try:
@@ -451,16 +557,20 @@ class WAL:
 
 
 def _prepare_directory(path: Path) -> None:
-    """Create the WAL directory and the subdirectories it owns, 0700, or explain why not."""
+    """Create the WAL directory and the subdirectories it owns, 0700, or explain why not.
+
+    Each new directory's parent is fsynced: a segment fsynced inside a directory whose
+    own creation was never made durable can vanish with it after a power cut.
+    """
     if path.exists() and not path.is_dir():
         raise ConfigError(f"wal: {path} exists and is not a directory; choose another WAL directory")
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fileio.makedirs(path)
         for sub in (SEGMENTS_DIR, QUARANTINE_DIR, DEAD_LETTER_DIR):
-            (path / sub).mkdir(mode=0o700, exist_ok=True)
+            fileio.makedirs(path / sub)
         probe = path / SEGMENTS_DIR / ".write-probe.tmp"
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        os.unlink(probe)
+        fileio.close(fileio.open(probe, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        fileio.unlink(probe)
     except OSError as exc:
         if exc.errno in _NO_SPACE:
             return  # a full disk is a runtime condition handled by full_policy, not a config error
@@ -468,3 +578,11 @@ def _prepare_directory(path: Path) -> None:
             f"wal: cannot use {path} as a WAL directory: {exc.strerror} (errno {exc.errno}) at "
             f"{exc.filename or path}; check its permissions and free space"
         ) from exc
+
+
+def _fsync_file(path: Path) -> None:
+    fd = fileio.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fileio.fsync(fd)
+    finally:
+        fileio.close(fd)
