@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -72,6 +73,26 @@ def _fs_type(path: Path) -> str:
     return kind
 
 
+def _revision() -> str:
+    """The commit measured, and whether the library's files differ from it; "unknown" outside git."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "otel_audit"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("OTEL_AUDIT_BENCH_REVISION", "unknown")
+    return head + (" with uncommitted changes in otel_audit/" if dirty else "")
+
+
 def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -84,6 +105,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
         "repeat": args.repeat,
+        "revision": _revision(),
         "machine": {
             "cpus": os.cpu_count(),
             "load_before": _load(),

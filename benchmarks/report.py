@@ -358,7 +358,7 @@ def render(results: dict[str, Any]) -> str:
     lines: list[str] = []
     m = results["machine"]
     lines += [
-        f"Profile `{p['name']}`, {results['started']}, {m['cpus']} CPUs, load average {m['load_before']} before / {m['load_after']} after, "
+        f"Profile `{p['name']}`, {results['started']}, revision {results.get('revision', 'unknown')}, runs per variant {results.get('repeat', 1)}, {m['cpus']} CPUs, load average {m['load_before']} before / {m['load_after']} after, "
         f"WAL directory on {m['fs_type']}, Python {m['python']}, SDK {m['sdk']}.",
         "",
     ]
