@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 from collections.abc import Mapping
 from decimal import Decimal
@@ -188,6 +189,199 @@ def _utf16(key: str) -> bytes:
     return key.encode("utf-16-be")
 
 
+def canonical_bytes_from_otlp_json(record: Mapping[str, Any]) -> bytes:
+    """Canonical bytes of one OTLP/JSON LogRecord object (an element of `logRecords`).
+
+    Equal to `canonical_bytes` of the same record in protobuf, so a verifier hashes a line of the
+    collector's `file` exporter archive without rebuilding a protobuf message. Accepts the
+    variants OTLP/JSON allows on input: 64-bit integers as numbers or strings, trace and span
+    ids as hex (pdata) or base64 (proto3 JSON), camelCase or proto field names, fields written
+    at their default value. Unknown fields are ignored, as `canonical_bytes` ignores them.
+
+    Raises:
+        ValueError: the object is not an OTLP/JSON LogRecord (wrong type, unknown AnyValue kind).
+    """
+    if not isinstance(record, Mapping):
+        raise ValueError(f"a log record must be a JSON object, got {type(record).__name__}")
+    out = []
+    attributes = _field(record, "attributes", "attributes")
+    if attributes:
+        parts = otlp_json_parts(attributes)
+        if parts:
+            out.append('"attributes":' + _key_values_json(parts))
+    body = _field(record, "body", "body")
+    if body is not None:
+        body_json = otlp_json_value(body)
+        if body_json != "{}":
+            out.append('"body":' + body_json)
+    dropped = _json_int(
+        _field(record, "droppedAttributesCount", "dropped_attributes_count"), "droppedAttributesCount"
+    )
+    if dropped:
+        out.append(f'"droppedAttributesCount":{dropped}')
+    event_name = _field(record, "eventName", "event_name")
+    if event_name:
+        if not isinstance(event_name, str):
+            raise ValueError(f"eventName must be a string, got {event_name!r:.60}")
+        out.append('"eventName":' + json_string(event_name))
+    flags = _json_int(_field(record, "flags", "flags"), "flags")
+    if flags:
+        out.append(f'"flags":{flags}')
+    observed = _json_int(
+        _field(record, "observedTimeUnixNano", "observed_time_unix_nano"), "observedTimeUnixNano"
+    )
+    if observed:
+        out.append(f'"observedTimeUnixNano":"{observed}"')
+    span_id = _json_id(_field(record, "spanId", "span_id"), 8, "spanId")
+    if span_id:
+        out.append(f'"spanId":"{span_id}"')
+    time_ns = _json_int(_field(record, "timeUnixNano", "time_unix_nano"), "timeUnixNano")
+    if time_ns:
+        out.append(f'"timeUnixNano":"{time_ns}"')
+    trace_id = _json_id(_field(record, "traceId", "trace_id"), 16, "traceId")
+    if trace_id:
+        out.append(f'"traceId":"{trace_id}"')
+    return ("{" + ",".join(out) + "}").encode("utf-8")
+
+
+def otlp_json_parts(key_values: object) -> dict[str, str | None]:
+    """`attribute_parts` for an OTLP/JSON KeyValue list: canonical value JSON per key, integrity left out."""
+    if not isinstance(key_values, list):
+        raise ValueError(f"attributes must be a JSON array, got {type(key_values).__name__}")
+    parts: dict[str, str | None] = {}
+    for kv in key_values:
+        if type(kv) is not dict:
+            raise ValueError(f"a KeyValue must be a JSON object, got {kv!r:.60}")
+        key = kv.get("key", "")
+        if type(key) is not str:
+            raise ValueError(f"a KeyValue key must be a string, got {key!r:.60}")
+        if key.startswith(INTEGRITY_PREFIX):
+            continue
+        value = kv.get("value")
+        if value is None:
+            parts[key] = None
+        elif type(value) is dict and len(value) == 1 and type(text := value.get("stringValue")) is str:
+            parts[key] = '{"stringValue":' + json_string(text) + "}"  # the common case, inline
+        else:
+            parts[key] = otlp_json_value(value)
+    return parts
+
+
+def otlp_json_value(value: object) -> str:
+    """Canonical JSON of one OTLP/JSON AnyValue; the same text `any_value_json` gives for the protobuf."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"an AnyValue must be a JSON object, got {value!r:.60}")
+    if not value:
+        return "{}"
+    if len(value) != 1:
+        raise ValueError(f"an AnyValue has exactly one member, got {sorted(value)!r:.80}")
+    ((kind, raw),) = value.items()
+    if kind in ("stringValue", "string_value"):
+        if not isinstance(raw, str):
+            raise ValueError(f"stringValue must be a string, got {raw!r:.60}")
+        return '{"stringValue":' + json_string(raw) + "}"
+    if kind in ("intValue", "int_value"):
+        return f'{{"intValue":"{_json_int(raw, "intValue")}"}}'
+    if kind in ("boolValue", "bool_value"):
+        if not isinstance(raw, bool):
+            raise ValueError(f"boolValue must be true or false, got {raw!r:.60}")
+        return '{"boolValue":true}' if raw else '{"boolValue":false}'
+    if kind in ("doubleValue", "double_value"):
+        return '{"doubleValue":' + double_json(_json_double(raw)) + "}"
+    if kind in ("bytesValue", "bytes_value"):
+        if not isinstance(raw, str):
+            raise ValueError(f"bytesValue must be a base64 string, got {raw!r:.60}")
+        try:
+            data = base64.b64decode(raw, validate=True)
+        except binascii.Error:
+            raise ValueError(f"bytesValue is not base64: {raw!r:.60}") from None
+        return '{"bytesValue":"' + base64.b64encode(data).decode("ascii") + '"}'
+    if kind in ("arrayValue", "array_value"):
+        items = _values_of(raw, kind)
+        if not items:
+            return '{"arrayValue":{}}'
+        return '{"arrayValue":{"values":[' + ",".join(otlp_json_value(item) for item in items) + "]}}"
+    if kind in ("kvlistValue", "kvlist_value"):
+        entries = _kvlist_parts(_values_of(raw, kind))
+        if not entries:
+            return '{"kvlistValue":{}}'
+        return '{"kvlistValue":{"values":' + _key_values_json(entries) + "}}"
+    raise ValueError(f"unknown AnyValue member {kind!r:.40}")
+
+
+def _kvlist_parts(key_values: list[Any]) -> dict[str, str | None]:
+    # Unlike top-level attributes, nothing is left out of a kvlist (integrity attributes are top-level only).
+    parts: dict[str, str | None] = {}
+    for kv in key_values:
+        if not isinstance(kv, Mapping) or not isinstance(kv.get("key", ""), str):
+            raise ValueError(f"a KeyValue must be an object with a string key, got {kv!r:.60}")
+        value = kv.get("value")
+        parts[kv.get("key", "")] = None if value is None else otlp_json_value(value)
+    return parts
+
+
+def _values_of(raw: object, kind: str) -> list[Any]:
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{kind} must be a JSON object, got {raw!r:.60}")
+    values = raw.get("values", [])
+    if not isinstance(values, list):
+        raise ValueError(f"{kind}.values must be a JSON array, got {values!r:.60}")
+    return values
+
+
+def _field(record: Mapping[str, Any], camel: str, snake: str) -> Any:
+    value = record.get(camel)
+    return record.get(snake) if value is None else value
+
+
+def _json_int(value: object, what: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(f"{what} must be an integer or a decimal string, got {value!r:.60}")
+
+
+def _json_double(value: object) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if value in ("NaN", "Infinity", "-Infinity"):
+        return float(str(value).replace("Infinity", "inf"))
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise ValueError(f"doubleValue must be a number, got {value!r:.60}")
+
+
+def _json_id(value: object, size: int, what: str) -> str:
+    """Lowercase hex of a trace or span id written as hex (pdata) or base64 (proto3 JSON)."""
+    if not value:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, got {value!r:.60}")
+    if len(value) == 2 * size:
+        try:
+            return bytes.fromhex(value).hex()
+        except ValueError:
+            pass
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raw = b""
+    if len(raw) != size:
+        raise ValueError(f"{what} must be {size} bytes as hex, got {value!r:.60}")
+    return raw.hex()
+
+
 def canonical_object(record: LogRecord) -> dict[str, Any]:
     """The record's canonical OTLP/JSON object, the reference the fast paths are checked against.
 
@@ -264,6 +458,7 @@ __all__ = [
     "any_value_json",
     "attribute_parts",
     "canonical_bytes",
+    "canonical_bytes_from_otlp_json",
     "canonical_bytes_from_parts",
     "canonical_object",
     "double_json",
@@ -271,5 +466,7 @@ __all__ = [
     "int_value_json",
     "integrity_hash",
     "json_string",
+    "otlp_json_parts",
+    "otlp_json_value",
     "string_value_json",
 ]

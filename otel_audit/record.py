@@ -69,7 +69,7 @@ _RESERVED_KEYS: Final = frozenset(
         ATTR_TRUNCATED,
     }
 )
-_RESERVED_PREFIXES: Final = ("audit.sequence.", "audit.integrity.")
+_RESERVED_PREFIXES: Final = ("audit.sequence.", "audit.integrity.", "audit.digest.")
 _KWARG_FOR_KEY: Final = {
     ATTR_RECORD_ID: "record_id",
     ATTR_LOG_RECORD_UID: "record_id",
@@ -244,7 +244,8 @@ def build_audit_log_record(
             `source_type` is derived from `source_id` (ipv4/ipv6/hostname) when not given.
         body: optional AnyValue (str, bytes, number, bool, sequence, mapping); not truncated.
         attributes: further attributes; may not contain the keys set by the keyword arguments
-            nor `audit.sequence.*` / `audit.integrity.*` (the chain and the signer own those).
+            nor `audit.sequence.*` / `audit.integrity.*` / `audit.digest.*` (the chain, the signer
+            and digest records own those).
         timestamp: when the action happened: an aware datetime or ns since the epoch;
             None means now (ObservedTimestamp).
         observed_timestamp_ns: when it was observed; None means now.
@@ -513,7 +514,7 @@ def _reserved_message(key: str) -> str:
     kwarg = _KWARG_FOR_KEY.get(key)
     if kwarg is not None:
         return f"attributes: {key!r} is set by the {kwarg}= argument, not by attributes"
-    return f"attributes: {key!r} is reserved (the chain, the signer or truncation set it)"
+    return f"attributes: {key!r} is reserved (the chain, the signer, digests or truncation set it)"
 
 
 def _surrogate_message(key: str) -> str:

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pytest
 import rfc8785
 from google.protobuf.json_format import MessageToDict
 from hypothesis import HealthCheck, given, settings
@@ -18,6 +19,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from otel_audit.canonical import (
     canonical_bytes,
+    canonical_bytes_from_otlp_json,
     canonical_object,
     double_json,
     hash_text,
@@ -502,3 +504,26 @@ def test_the_stand_alone_verifier_accepts_defaults_written_out() -> None:
     record.update({"flags": 0, "droppedAttributesCount": 0, "severityNumber": 9, "traceId": "", "spanId": ""})
     record["timeUnixNano"] = int(record["timeUnixNano"])
     assert DOCS_CANONICAL_BYTES(record) == GOLDEN_LOGIN
+
+
+@given(log_records(), st.booleans())
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_otlp_json_canonicalizer_equals_the_protobuf_path(record: LogRecord, base64_ids: bool) -> None:
+    """Verifying an archive line hashes the same bytes as the producer hashed in protobuf."""
+    obj = json.loads(json.dumps(MessageToDict(record))) if base64_ids else _as_otlp_json(record)
+    assert canonical_bytes_from_otlp_json(obj) == canonical_bytes(record)
+
+
+def test_otlp_json_canonicalizer_refuses_what_is_not_otlp() -> None:
+    for bad in (
+        [],
+        {"attributes": {"a": 1}},
+        {"attributes": [{"key": "a", "value": {"stringValue": 1}}]},
+        {"attributes": [{"key": "a", "value": {"stringValue": "x", "intValue": "1"}}]},
+        {"attributes": [{"key": "a", "value": {"fooValue": 1}}]},
+        {"body": {"bytesValue": "***"}},
+        {"timeUnixNano": "soon"},
+        {"traceId": "abc"},
+    ):
+        with pytest.raises(ValueError):
+            canonical_bytes_from_otlp_json(bad)  # type: ignore[arg-type]

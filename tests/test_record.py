@@ -187,10 +187,17 @@ def test_non_text_target_is_rejected() -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["audit.record.id", "audit.actor.id", "log.record.uid", "audit.sequence.number", "audit.integrity.value"],
+    [
+        "audit.record.id",
+        "audit.actor.id",
+        "log.record.uid",
+        "audit.sequence.number",
+        "audit.integrity.value",
+        "audit.digest.head.hash",
+    ],
 )
 def test_reserved_keys_in_attributes_are_rejected(key: str) -> None:
-    """Keys owned by the keyword arguments, the chain or the signer cannot come in attributes."""
+    """Keys owned by the keyword arguments, the chain, the signer or digests cannot come in attributes."""
     raises(key.replace(".", r"\."), attributes={key: "forged"})
 
 

@@ -47,8 +47,9 @@ def _register() -> None:
     from .list import list_records
     from .status import status
     from .tail import tail
+    from .verify import verify
 
-    for command in (status, list_records, get, tail, export, dead_letter):
+    for command in (status, list_records, get, tail, export, dead_letter, verify):
         main.add_command(command)
 
 

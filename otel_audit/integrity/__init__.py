@@ -1,4 +1,4 @@
-"""Tamper evidence for audit records: the per-stream hash chain and producer signatures."""
+"""Tamper evidence for audit records: hash chains, producer signatures, digests, verification, redaction."""
 
 from otel_audit.integrity.chain import (
     ATTR_SEQUENCE_END,
@@ -11,6 +11,7 @@ from otel_audit.integrity.chain import (
     check_chain,
     stream_end_record,
 )
+from otel_audit.integrity.digest import DIGEST_EVENT, DigestPolicy, StreamDigester
 from otel_audit.integrity.signing import (
     Ed25519Signer,
     Ed25519Verifier,
@@ -20,9 +21,19 @@ from otel_audit.integrity.signing import (
     HmacSha256Verifier,
     Signer,
     Verifier,
+    hmac_verifier_from_key_file,
+    load_public_key,
     load_signing_key,
     sign_record,
     signer_from_env,
+)
+from otel_audit.integrity.verify import (
+    ChainVerifier,
+    Finding,
+    StreamSummary,
+    VerifyReport,
+    verify_archive,
+    verify_wal,
 )
 
 __all__ = [
@@ -31,19 +42,30 @@ __all__ = [
     "ATTR_SEQUENCE_PREVIOUS_HASH",
     "ATTR_SEQUENCE_PREVIOUS_RECORD_ID",
     "ATTR_SEQUENCE_STREAM_ID",
+    "DIGEST_EVENT",
     "ChainProblem",
+    "ChainVerifier",
+    "DigestPolicy",
     "Ed25519Signer",
     "Ed25519Verifier",
     "Es256Signer",
     "Es256Verifier",
+    "Finding",
     "HmacSha256Signer",
     "HmacSha256Verifier",
     "Signer",
     "StreamChain",
+    "StreamDigester",
+    "StreamSummary",
     "Verifier",
+    "VerifyReport",
     "check_chain",
+    "hmac_verifier_from_key_file",
+    "load_public_key",
     "load_signing_key",
     "sign_record",
     "signer_from_env",
     "stream_end_record",
+    "verify_archive",
+    "verify_wal",
 ]

@@ -155,6 +155,7 @@ class Ed25519Verifier(_RecordVerifier):
 
     def __init__(self, public_key: ed25519.Ed25519PublicKey) -> None:
         self._key = public_key
+        self.certificate = key_fingerprint(public_key)
 
     @classmethod
     def from_pem_file(cls, path: str | os.PathLike[str]) -> Ed25519Verifier:
@@ -211,6 +212,7 @@ class Es256Verifier(_RecordVerifier):
     def __init__(self, public_key: ec.EllipticCurvePublicKey) -> None:
         _require_p256(public_key.curve, "public key")
         self._key = public_key
+        self.certificate = key_fingerprint(public_key)
 
     @classmethod
     def from_pem_file(cls, path: str | os.PathLike[str]) -> Es256Verifier:
@@ -338,6 +340,24 @@ def load_signing_key(
     raise ConfigError(f"{path}: unsupported private key type {type(key).__name__}; use Ed25519 or P-256")
 
 
+def load_public_key(path: str | os.PathLike[str]) -> Ed25519Verifier | Es256Verifier:
+    """A verifier for a PEM public key file: Ed25519 verifies EdDSA, P-256 verifies ES256.
+
+    Its `certificate` is the `sha256:<hex>` fingerprint the signer publishes on the Resource.
+    """
+    key = _load_public_key(path)
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return Ed25519Verifier(key)
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return Es256Verifier(key)
+    raise ConfigError(f"{path}: unsupported public key type {type(key).__name__}; use Ed25519 or P-256")
+
+
+def hmac_verifier_from_key_file(path: str | os.PathLike[str]) -> HmacSha256Verifier:
+    """A verifier for an HMAC key file in the format `read_hmac_key_file` reads."""
+    return HmacSha256Verifier(read_hmac_key_file(path))
+
+
 def signer_from_env(environ: Mapping[str, str] | None = None) -> Signer | None:
     """The signer configured by OTEL_AUDIT_HMAC_KEY_FILE or OTEL_AUDIT_SIGNING_KEY_FILE, or None.
 
@@ -401,7 +421,9 @@ __all__ = [
     "Signer",
     "Verifier",
     "apply_signature",
+    "hmac_verifier_from_key_file",
     "key_fingerprint",
+    "load_public_key",
     "load_signing_key",
     "read_hmac_key_file",
     "sign_record",
