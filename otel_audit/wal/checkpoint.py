@@ -23,7 +23,7 @@ CHECKPOINT_NAME = "checkpoint"
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The acked seq, as stored in ``<dir>/checkpoint`` (24 bytes).
+    """The acked seq, as stored in ``<dir>/checkpoint`` (one 24-byte record, or two: see ``write``).
 
     Do not add fields to this class or change ``_LAYOUT``: doing so changes the
     serialized representation, and every existing WAL would read as damaged. A new
@@ -59,6 +59,15 @@ class Checkpoint:
         return cls(int(acked))
 
 
+def decode_file(data: bytes, path: Path) -> Checkpoint | None:
+    """Return the newest valid record of a checkpoint file (one or two slots), None if none is valid."""
+    size = _LAYOUT.size
+    if len(data) not in (size, 2 * size):
+        return None
+    found = [c for i in range(0, len(data), size) if (c := Checkpoint.decode(data[i : i + size], path))]
+    return max(found, key=lambda c: c.acked_seq, default=None)
+
+
 def read(directory: Path) -> tuple[Checkpoint | None, bytes | None]:
     """Return (checkpoint, raw bytes); (None, None) when absent, (None, raw) when damaged."""
     path = directory / CHECKPOINT_NAME
@@ -66,16 +75,20 @@ def read(directory: Path) -> tuple[Checkpoint | None, bytes | None]:
         data = path.read_bytes()
     except FileNotFoundError:
         return None, None
-    return Checkpoint.decode(data, path), data
+    return decode_file(data, path), data
 
 
 def write(directory: Path, checkpoint: Checkpoint, *, sync: bool = True) -> None:
     """Replace the checkpoint atomically: write a temp file, fsync, rename, fsync the dir.
 
     When the disk is full the temp file cannot be created, yet acking is exactly what
-    frees space. Then we overwrite the existing 24-byte file in place (one sector, so
-    not torn in practice; a torn one fails its CRC and reads as "nothing acked", which
-    re-sends records rather than losing them) and let the next ack restore the rename.
+    frees space. Then we write in place, into the file's *other* 24-byte slot: the one
+    that does not hold the newest valid record (a one-record file grows to two, inside
+    the block it already has, so this needs no free space). A power cut mid-write tears
+    only that slot; the reader takes the newest valid slot, so the checkpoint falls back
+    to the previous durable ack (records re-sent) and never to "nothing acked", which
+    after every segment was deleted would restart seqs at 1. The next ack with room
+    restores a one-record file by rename.
     """
     path = directory / CHECKPOINT_NAME
     tmp = directory / (CHECKPOINT_NAME + ".tmp")
@@ -94,9 +107,10 @@ def write(directory: Path, checkpoint: Checkpoint, *, sync: bool = True) -> None
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.exists():
             raise
         _unlink_quietly(tmp)
-        fd = fileio.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = fileio.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
-            if fileio.pwrite(fd, data, 0) != len(data):
+            offset = _free_slot(os.pread(fd, 2 * _LAYOUT.size + 1, 0), path)
+            if fileio.pwrite(fd, data, offset) != len(data):
                 raise OSError(errno.ENOSPC, "short write", str(path)) from exc
             if sync:
                 fileio.fsync(fd)
@@ -105,6 +119,19 @@ def write(directory: Path, checkpoint: Checkpoint, *, sync: bool = True) -> None
         return
     if sync:
         fileio.fsync_dir(directory)
+
+
+def _free_slot(current: bytes, path: Path) -> int:
+    """Offset of the slot an in-place write may overwrite: never the newest valid record."""
+    size = _LAYOUT.size
+    if len(current) != 2 * size:
+        return size if len(current) == size and Checkpoint.decode(current, path) else 0
+    first, second = Checkpoint.decode(current[:size], path), Checkpoint.decode(current[size:], path)
+    if first is None:
+        return 0
+    if second is None:
+        return size
+    return 0 if first.acked_seq <= second.acked_seq else size
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -185,7 +185,18 @@ class WAL:
                 _fsync_file(st.path)
             fileio.fsync_dir(self._segments_dir)
         if ckpt is None:
-            checkpoint.write(self.directory, checkpoint.Checkpoint(acked), sync=sync)
+            try:
+                checkpoint.write(self.directory, checkpoint.Checkpoint(acked), sync=sync)
+            except OSError as exc:
+                if exc.errno not in _NO_SPACE:
+                    raise
+                # A full disk is a runtime condition (full_policy), not a reason to refuse to
+                # open: acked_seq is known in memory and the first ack that fits writes it.
+                log.warning(
+                    "wal: no space to write %s at open (%s); the next ack writes it",
+                    self.directory / checkpoint.CHECKPOINT_NAME,
+                    exc.strerror,
+                )
         self._acked = acked
         self._dead_letters = count_entries(self.directory / DEAD_LETTER_DIR, ".json")
         self._writer = SegmentWriter(
