@@ -34,7 +34,12 @@ class LogCounter(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.count += 1
         if not self.first:
-            self.first = record.getMessage()[:300]
+            cause = (
+                f" ({record.exc_info[0].__name__}: {record.exc_info[1]})"
+                if record.exc_info and record.exc_info[1]
+                else ""
+            )
+            self.first = (record.getMessage() + cause)[:400]
 
     def report(self) -> dict[str, Any]:
         return {"count": self.count, "first": self.first}
