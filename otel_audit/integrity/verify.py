@@ -31,7 +31,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs
 
 from otel_audit.archive import ArchiveStats, archive_files
-from otel_audit.canonical import canonical_bytes, canonical_bytes_from_otlp_json
+from otel_audit.canonical import INTEGRITY_PREFIX, canonical_bytes, canonical_bytes_from_otlp_json
 from otel_audit.exceptions import OtelAuditError, WALCorruptionError, WALError
 from otel_audit.integrity.chain import (
     ATTR_SEQUENCE_END,
@@ -121,6 +121,9 @@ _SEQUENCE_KEYS: Final = frozenset(
         ATTR_DIGEST_PREVIOUS_HASH,
     }
 )
+
+_UNKNOWN_INTEGRITY: Final = "audit.integrity.<unknown>"
+"""Where the extractors note an `audit.integrity.*` key we do not write (outside the proof, so suspect)."""
 
 Fields = dict[str, object]
 """The attributes the verifier reads, as Python values (str, int, bool, float, bytes, or None)."""
@@ -376,6 +379,8 @@ class ChainVerifier:
         for kv in record.attributes:
             if kv.key in _SEQUENCE_KEYS:
                 fields[kv.key] = _proto_value(kv.value) if kv.HasField("value") else None
+            elif kv.key.startswith(INTEGRITY_PREFIX):
+                fields[_UNKNOWN_INTEGRITY] = kv.key
         self._ingest(record.event_name, fields, canonical_bytes(record), source, n, resource)
 
     def add_json(
@@ -517,23 +522,31 @@ class ChainVerifier:
                 position=self.position(source, n),
             )
 
-        if proof_text is None:
+        if ATTR_INTEGRITY_VALUE not in fields:
             bad(
                 UNSIGNED,
                 "no audit.integrity.value although keys were given: the proof was removed, or never made",
             )
             return
-        signer = fields.get(ATTR_INTEGRITY_SIGNER)
-        if signer not in (None, SIGNER_PRODUCER):
-            # Outside the signed bytes, so checked here: we verify producer proofs only.
+        # The integrity attributes are outside the signed bytes, so each is checked here: only
+        # what a producer writes is accepted (an absent signer or canonicalization means the
+        # draft's default, producer and jcs).
+        signer = fields.get(ATTR_INTEGRITY_SIGNER, SIGNER_PRODUCER)
+        if signer != SIGNER_PRODUCER:
             bad(BAD_SIGNATURE, f"audit.integrity.signer {signer!r:.40} is not 'producer'")
             return
-        canonicalization = fields.get(ATTR_INTEGRITY_CANONICALIZATION)
-        if canonicalization not in (None, CANONICALIZATION_JCS):
+        unknown = fields.get(_UNKNOWN_INTEGRITY)
+        if unknown is not None:
+            bad(BAD_SIGNATURE, f"unexpected integrity attribute {unknown!r:.60} beside the producer's proof")
+            return
+        canonicalization = fields.get(ATTR_INTEGRITY_CANONICALIZATION, CANONICALIZATION_JCS)
+        if canonicalization != CANONICALIZATION_JCS:
             bad(BAD_SIGNATURE, f"audit.integrity.canonicalization {canonicalization!r:.40} is not 'jcs'")
             return
         try:
-            proof = base64.b64decode(str(proof_text), validate=True)
+            if type(proof_text) is not str:
+                raise ValueError
+            proof = base64.b64decode(proof_text, validate=True)
         except (binascii.Error, ValueError):
             bad(BAD_SIGNATURE, "audit.integrity.value is not base64")
             return
@@ -912,6 +925,8 @@ def _json_fields(key_values: object) -> Fields:
         key = kv.get("key") if isinstance(kv, dict) else None
         if key in _SEQUENCE_KEYS:
             fields[key] = _json_value(kv.get("value"))
+        elif isinstance(key, str) and key.startswith(INTEGRITY_PREFIX):
+            fields[_UNKNOWN_INTEGRITY] = key
     return fields
 
 
