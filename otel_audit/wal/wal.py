@@ -15,7 +15,7 @@ from typing import Any
 from otel_audit.exceptions import ConfigError, WALError, WALFullError, WALRecordTooLargeError
 
 from . import checkpoint, deadletter, fileio, frame, repair, segment
-from .lock import DirLock
+from .lock import LOCK_NAME, DirLock
 from .options import Durability, FullPolicy, WALOptions
 from .reader import (
     DEAD_LETTER_DIR,
@@ -82,6 +82,7 @@ class WAL:
         self._recovery_delay = _RECOVERY_FIRST_DELAY_SECONDS
         self._next_recovery_at = 0.0
         self._next_lock_check_ns = 0
+        self._abandoned = False  # another process owns the directory now: never write there again
         self._writer: SegmentWriter
 
     # -- opening ---------------------------------------------------------------------------
@@ -346,16 +347,18 @@ class WAL:
         per back-off delay (``now`` skips the wait: used by close).
         """
         writer = self._writer
+        if self._abandoned:
+            return False
         clock = time.monotonic()
         if writer.faults != self._seen_faults:  # a new fault: start the back-off afresh
             self._seen_faults = writer.faults
             self._recovery_delay = _RECOVERY_FIRST_DELAY_SECONDS
-            self._next_recovery_at = clock + self._recovery_delay
+            self._next_recovery_at = writer.failed_at + self._recovery_delay
         if not now and clock < self._next_recovery_at:
             return False
         try:
             self._restore_directory()
-            writer.rebuild()
+            writer.rebuild(self._acked)
         except (OSError, WALError) as exc:
             self._recovery_delay = min(self._recovery_delay * 2, _RECOVERY_MAX_DELAY_SECONDS)
             self._next_recovery_at = time.monotonic() + self._recovery_delay
@@ -381,8 +384,17 @@ class WAL:
         for sub in (SEGMENTS_DIR, QUARANTINE_DIR, DEAD_LETTER_DIR):
             fileio.makedirs(self.directory / sub)
         if not self._dir_lock.still_ours():
-            # Raises WALLockedError if another process took the directory meanwhile: then it
-            # is theirs, and we stay failed rather than write beside them.
+            if (self.directory / LOCK_NAME).exists():
+                # Someone made a new LOCK: another writer may have opened the directory and
+                # issued the seqs we would issue. It is theirs now, for good.
+                self._abandoned = True
+                self._writer.failed = WALError(
+                    f"wal: {self.directory / LOCK_NAME} was replaced while this WAL had it locked; "
+                    "another process may own the directory now, so this WAL object will not write "
+                    "there again. Close it and open the directory anew"
+                )
+                raise self._writer.failed
+            # Raises WALLockedError if another process takes the new LOCK first.
             new_lock = DirLock.acquire(self.directory)
             self._dir_lock.release()
             self._dir_lock = new_lock

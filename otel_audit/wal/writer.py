@@ -6,6 +6,7 @@ import errno
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,7 @@ class SegmentWriter:
         self.faults = 0
         self.lost_frames = 0  # frames a fault made unrecoverable (counted, logged)
         self.failed: WALError | None = None
+        self.failed_at = 0.0  # time.monotonic() of the fault that set ``failed``
         self._fd = -1
         # Bytes written to the active segment since its last good fsync, and the size the
         # fsync covered. Only kept when some mode fsyncs: never mode has no fsync to fail.
@@ -173,6 +175,7 @@ class SegmentWriter:
                 "automatically; reads and acks go on meanwhile), or reopen the WAL"
             )
             self.faults += 1
+            self.failed_at = time.monotonic()
             log.error("%s", self.failed)
         return self.failed
 
@@ -324,33 +327,41 @@ class SegmentWriter:
 
     # -- leaving the failed state (caller holds the lock) ----------------------------------
 
-    def rebuild(self) -> None:
+    def rebuild(self, acked_seq: int) -> None:
         """Copy the active segment into a fresh, fsynced file and clear ``failed``.
+
+        Segments other than the active one that vanished (their directory was deleted)
+        cannot be rebuilt: their unacked records are logged and counted in ``lost_frames``.
 
         Raises:
             OSError: the disk still refuses (the writer stays failed; try again later).
         """
         if self.failed is None:
             return
-        for seg in self.segments[:-1]:
-            if not seg.path.exists():
-                self._lose(
-                    seg, self.segments[self.segments.index(seg) + 1].first_seq - 1, "its file was deleted"
-                )
-        self.segments[:-1] = [s for s in self.segments[:-1] if s.path.exists()]
+        kept: list[SegmentState] = []
+        for i, seg in enumerate(self.segments):
+            if (i < len(self.segments) - 1 or self._fd < 0) and not seg.path.exists():
+                self._lose(seg, acked_seq)
+            else:
+                kept.append(seg)
+        self.segments[:] = kept
         if self._fd >= 0:
             self._copy_active(self.segments[-1])
-        elif self.segments and not self.segments[-1].path.exists():
-            self._lose(self.segments.pop(), self.written_seq, "its file was deleted")
         self._gen += 1
         self._tail.clear()
         self.failed = None
         self._mark_synced(self.written_seq)
 
-    def _lose(self, seg: SegmentState, last_seq: int, why: str) -> None:
-        lost = max(0, min(seg.last_seq, last_seq) - seg.first_seq + 1) if not seg.empty else 0
-        self.lost_frames += lost
-        log.error("wal: segment '%s' (seqs %d..%d) is gone: %s", seg.path, seg.first_seq, last_seq, why)
+    def _lose(self, seg: SegmentState, acked_seq: int) -> None:
+        first = max(seg.first_seq, acked_seq + 1)
+        self.lost_frames += max(0, seg.last_seq - first + 1)
+        if seg.last_seq >= first:
+            log.error(
+                "wal: segment '%s' was deleted by another program: unacked records %d..%d are lost",
+                seg.path,
+                first,
+                seg.last_seq,
+            )
 
     def _copy_active(self, active: SegmentState) -> None:
         """Write header, verified durable frames and the in-memory tail to a new file renamed over ``active``."""
@@ -426,8 +437,6 @@ class SegmentWriter:
 def _identity_problem(fd: int, path: Path) -> str | None:
     """Return how the file at ``path`` stopped being the one ``fd`` writes, or None if it still is."""
     held = os.fstat(fd)
-    if held.st_nlink == 0:
-        return "deleted by another program"
     try:
         on_disk = os.stat(path)
     except FileNotFoundError:
