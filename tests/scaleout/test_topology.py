@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from .delivery import check_delivery
-from .topology import Site, build_site, choose_mode
+from .topology import Site, build_site
 
 pytestmark = pytest.mark.e2e
 
@@ -36,12 +35,10 @@ def _wait_for_ids(site: Site, expected: set[str], timeout_s: float) -> None:
 
 
 def test_every_acknowledged_record_arrives_once_in_order_through_a_gateway_crash_and_a_cut_link(
-    collector_binary: Path, tmp_path: Path, record_property: Callable[[str, object], None]
+    collector_binary: Path, tmp_path: Path, site_mode: str
 ) -> None:
     """3 apps x 20k records via 2 gateways; gw1 SIGKILLed and restarted, app3's link down 6 s: all arrive."""
-    mode, why = choose_mode()
-    print(f"\nscale-out topology ran on: {mode} ({why})")
-    record_property("topology_mode", mode)
+    mode = site_mode
 
     with build_site(collector_binary, tmp_path, mode=mode, apps=3, gateways=2, linkable=("app3",)) as site:
         gw1 = site.gateways[0]
