@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -106,6 +108,12 @@ class AuditLogger:
             timeout=timeout,
         )
 
+    def _new_stream_in_child(self) -> None:
+        # A forked child continuing the parent's stream would write the same sequence numbers as
+        # the parent: two records claiming one place in one chain. The child starts its own stream.
+        if self._chain is not None:
+            self._chain = StreamChain(self._audit.signer)
+
     def close(self) -> AuditReceipt | None:
         """End the stream: write a last record with ``audit.sequence.end=true`` (graceful shutdown only)."""
         if self._chain is None or self._chain.last_number == 0 or self._chain.closed:
@@ -135,6 +143,7 @@ class Audit:
         self._loggers_lock = threading.Lock()
         self._default = self.get_audit_logger(config.service_name)
         self._shutdown = False
+        _LIVE.add(self)
 
     # -- the draft's provider ------------------------------------------------------------------
 
@@ -239,6 +248,11 @@ class Audit:
     def stats(self) -> dict[str, Any]:
         return self.pipeline.stats()
 
+    def _after_fork_in_child(self) -> None:
+        self._loggers_lock = threading.Lock()  # another thread of the parent may have held it at fork
+        for logger in self._loggers.values():
+            logger._new_stream_in_child()  # noqa: SLF001
+
     def shutdown(self, timeout: float = 10.0) -> None:
         """Close every stream (writing its end record), stop the sender, close the WAL. Idempotent."""
         if self._shutdown:
@@ -266,6 +280,18 @@ def _load_signer(config: AuditConfig) -> Signer | None:
 
 _global: Audit | None = None
 _global_lock = threading.Lock()
+_LIVE: weakref.WeakSet[Audit] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child keeps the parent's Audit objects; each gets new streams (its pipeline, a new shard)."""
+    global _global_lock
+    _global_lock = threading.Lock()
+    for audit in list(_LIVE):
+        audit._after_fork_in_child()  # noqa: SLF001
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def configure(**kwargs: Any) -> Audit:
