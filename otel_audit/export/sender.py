@@ -34,6 +34,8 @@ Batch = Sequence[tuple[int, bytes]]
 class WALCursor(Protocol):
     def next_batch(self, max_records: int, max_bytes: int) -> list[tuple[int, bytes]]: ...
 
+    def seek(self, after: int) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -67,6 +69,8 @@ ExportCallback = Callable[[int, float, str], None]
 
 # How long the idle loop sleeps in wait_for_append before checking for shutdown.
 _IDLE_POLL = 0.1
+DEFAULT_LINGER = 0.005
+_ACK_CATCH_UP = 5.0
 _HOOK_INTERVAL = 1.0
 # Dead-lettered seqs remembered for dead_letter_reason(): bounded, like any per-record state here.
 _RECENT_DEAD = 10_000
@@ -103,6 +107,7 @@ class Sender:
         sleep: Callable[[float], None] | None = None,
         idle_hook: Callable[[], object] | None = None,
         state_path: Path | None = None,
+        linger: float = DEFAULT_LINGER,
     ) -> None:
         """
         Args:
@@ -114,6 +119,7 @@ class Sender:
             sleep: replaces the backoff wait (tests); shutdown still interrupts retries.
             idle_hook: called (at most once a second) when the WAL has nothing to send, e.g. to
                 append records an operator requeued from dead-letter/; exceptions are logged.
+            linger: seconds to wait for more records before sending a batch that is not full.
             state_path: where to publish the last error and success as JSON for other processes
                 (``otel-audit status``); written atomically, at most once a second.
         """
@@ -127,6 +133,7 @@ class Sender:
         self._timeout = export_timeout
         self._on_export = on_export
         self._idle_hook = idle_hook
+        self._linger = linger
         self._state_path = state_path
         self._last_idle_hook = 0.0
         self._last_state_write = 0.0
@@ -263,10 +270,30 @@ class Sender:
                     self._on_idle()
                     self._wal.wait_for_append(after, _IDLE_POLL)
                     continue
+                if len(batch) < self._max_records and self._linger > 0:
+                    batch = self._fill(cursor, batch)
                 after = batch[-1][0]
                 self._deliver(batch)
         finally:
             cursor.close()
+
+    def _fill(self, cursor: WALCursor, batch: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        """Linger briefly so a trickle of appends leaves as one request, not one request per record.
+
+        Without it, slow appenders (``always`` mode) make the sender ship tiny batches, each paying
+        a round trip and a checkpoint write: measured, 20k records became ~5k requests. The wait
+        is only taken when the batch is not full, so a backlog drains without it.
+        """
+        if self._stop.wait(self._linger):
+            return batch
+        used = sum(len(payload) for _, payload in batch)
+        more = cursor.next_batch(self._max_records - len(batch), max(1, self._max_bytes - used))
+        if more and used + sum(len(p) for _, p in more) <= self._max_bytes:
+            return [*batch, *more]
+        if more:
+            # The extra frames do not fit this request; send them with the next one.
+            cursor.seek(batch[-1][0])
+        return batch
 
     def _on_idle(self) -> None:
         now = time.monotonic()
@@ -433,6 +460,10 @@ class Sender:
     def _ack(self, seq: int) -> None:
         if seq <= self._delivered:
             return
+        if seq > self._wal.last_seq:
+            # The cursor may hand out a frame whose append is still returning (its bytes are in
+            # the file, the writer has not yet advanced last_seq): give the writer a moment.
+            self._wal.wait_for_append(seq - 1, _ACK_CATCH_UP)
         self._wal.ack(seq)
         with self._cond:
             self._delivered = seq

@@ -79,3 +79,15 @@ def test_the_sender_publishes_its_last_error_for_otel_audit_status(
     published = json.loads(state.read_text())
     assert published["consecutive_failures"] >= 1
     assert published["endpoint"] == collector.grpc_endpoint
+
+
+def test_a_trickle_of_appends_leaves_in_batches_not_one_request_per_record(
+    make_audit: Callable[..., otel_audit.Audit], collector: FakeCollector
+) -> None:
+    audit = make_audit(durability="always")
+    for _ in range(300):
+        audit.record("user.login.success", **LOGIN)
+    assert audit.force_flush(20)
+    assert len(collector.record_ids()) == 300
+    # Each always-mode append waits for an fsync; the sender lingers a few ms to gather them.
+    assert len(collector.accepted) < 150
