@@ -181,14 +181,18 @@ class _Drain:
         transport: Transport,
         config: AuditConfig,
         on_export: Callable[[int, float, str], None],
+        on_idle: Callable[[], None],
     ) -> None:
         self.wal = wal
         self.path = wal.directory
         self.records = wal.last_seq - wal.acked_seq
-        self.sender = _make_sender(
-            wal, ContextStore(wal.directory), transport, config, on_export, lambda: drain_inbox(wal)
-        )
+        self._on_idle = on_idle
+        self.sender = _make_sender(wal, ContextStore(wal.directory), transport, config, on_export, self._idle)
         self.sender.start()
+
+    def _idle(self) -> None:
+        drain_inbox(self.wal)
+        self._on_idle()
 
     def done(self) -> bool:
         return self.sender.delivered_seq >= self.wal.last_seq and not requeue_pending(self.path)
@@ -424,16 +428,20 @@ class _ShardPipeline:
     def _drain_step(self) -> None:
         drain = self._drain
         if drain is not None:
-            if drain.done():
-                self._drain = None
-                drain.stop(1.0)
-                _log.info("drained orphan shard %s (%d records)", drain.path, drain.records)
-                self._roots.remove(drain.path)
-            return
+            if not drain.done():
+                return
+            self._drain = None
+            drain.stop(1.0)
+            _log.info("drained orphan shard %s (%d records)", drain.path, drain.records)
+            self._roots.remove(drain.path)
         wal = self._roots.adopt_orphan(self._open_orphan, exclude=self.path)
         if wal is not None:
             mark_draining(wal.directory)
-            self._drain = _Drain(wal, _Borrowed(self._gate), self.config, self._on_export)
+            self._drain = _Drain(wal, _Borrowed(self._gate), self.config, self._on_export, self._poke)
+
+    def _poke(self) -> None:
+        """Run the next chore without waiting for the period: a drain just went idle (probably done)."""
+        self._next_chore = 0.0
 
     # -- state and lifecycle ---------------------------------------------------------------------
 
@@ -462,8 +470,11 @@ class _ShardPipeline:
         try:
             drain, self._drain = self._drain, None
             if drain is not None:
-                # The orphan goes back to the pool (its lock is released) for another process to finish.
+                # Unless it is done, the orphan goes back to the pool (its lock released) for another process.
+                done = drain.done()
                 drain.stop(min(1.0, max(0.0, deadline - time.monotonic()) / 4))
+                if done:
+                    self._roots.remove(drain.path)
             try:
                 # Deliver what we can within the bound, as the SDK's shutdown does; the rest is replayed.
                 self._sender.force_flush(max(0.0, deadline - time.monotonic()) * 0.8)
