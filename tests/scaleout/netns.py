@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -92,7 +93,8 @@ class Network:
     """
 
     def __init__(self, prefix: str | None = None) -> None:
-        self.prefix = prefix or f"oa-{uuid.uuid4().hex[:6]}"
+        sweep_orphans()
+        self.prefix = prefix or f"oa{os.getpid()}-{uuid.uuid4().hex[:4]}"
         self.switch = f"{self.prefix}-sw"
         self.hosts: dict[str, Host] = {}
         self._namespaces: list[str] = []
@@ -145,10 +147,41 @@ class Network:
             raise NetnsError("; ".join(errors))
 
 
+def sweep_orphans() -> list[str]:
+    """Delete namespaces left by a test process that died without cleaning up (named ``oa<pid>-...``).
+
+    Teardown normally removes them; a SIGKILLed pytest cannot. Only names whose pid is no longer
+    running are touched, so concurrent test sessions keep theirs.
+    """
+    removed = []
+    try:
+        names = os.listdir(_NETNS_DIR)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        match = re.fullmatch(r"oa(\d+)-[0-9a-f]{4}-.+", name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(NetnsError):
+            ip("netns", "del", name)
+            removed.append(name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def namespaces_usable() -> tuple[bool, str]:
     """Whether this machine lets us build a Network (root, `ip`, netns and veth allowed), and why not."""
     try:
-        with Network(prefix=f"oa-probe-{os.getpid()}") as network:
+        with Network() as network:
             a, b = network.add_host("a"), network.add_host("b")
             with contextlib.closing(_listener(b)) as server:
                 a.call(lambda: _connect(b.address, server.getsockname()[1]))
