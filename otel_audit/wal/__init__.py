@@ -17,7 +17,13 @@ Invariants
   frame that fails it is never returned.
 * Bytes reach the file with ``os.write`` on a plain fd, with no userspace buffer, so a
   returned ``append`` survives SIGKILL in every durability mode; the mode only decides
-  when ``fsync`` makes it survive power loss (see docs/wal.md).
+  when ``fsync`` makes it survive power loss (see docs/wal.md, docs/power-loss.md).
+* Every change the WAL makes on disk goes through ``fileio`` (bound straight to the
+  ``os`` functions), so tests can record each operation and fail any of them.
+* A name is durable only once its directory is fsynced: new directories, segments and
+  the checkpoint all get a directory fsync before anything relies on them.
+* A file whose fsync (or write, other than ENOSPC) failed is never fsynced again and
+  never trusted: the writer fails closed and later copies its records to a fresh file.
 * A segment is deleted only when every record in it is acked, and only after the
   checkpoint saying so is durable.
 * Sizes and seqs are recomputed from the files at open, never trusted from a counter.
@@ -46,13 +52,18 @@ then frames back to back. Frame, 28-byte header plus payload::
     crc           uint32    crc32(bytes magic..time_ns, then payload)
     payload       length bytes
 
-Checkpoint file, 24 bytes::
+Checkpoint file, one or two 24-byte records (slots)::
 
     magic         8 bytes   b"OTAUDCKP"
     version       uint16    1
     reserved      uint16    0
     acked_seq     uint64
     crc           uint32    crc32 of the 20 bytes above
+
+Normally one record, replaced by tmp + rename. When the disk is too full for the tmp
+file, an ack writes in place into the slot that does not hold the newest valid record
+(48 bytes in the block the file already has); readers take the newest valid slot, so a
+torn in-place write falls back to the previous ack, never to "nothing acked".
 
 A change to any layout bumps its version byte and this text in the same change.
 
@@ -64,6 +75,7 @@ File naming
     <dir>/LOCK                          fcntl lock; the holder's pid as text
     <dir>/checkpoint                    acked seq (written tmp, fsync, rename, fsync dir)
     <dir>/segments/<first seq:020d>.wal segments; new ones appear via <name>.tmp + rename
+                                        (so do copies made after an I/O fault)
     <dir>/dead-letter/<seq:020d>.frame  a rejected record's frame bytes
     <dir>/dead-letter/<seq:020d>.json   its sidecar: seq, reason, time, payload_bytes
     <dir>/quarantine/                   damaged bytes cut out at open, never read again
@@ -87,7 +99,24 @@ Recovery (``WAL.open``)
    off with ftruncate. Each case logs a warning and is counted in ``stats()``; open
    never raises on bad bytes. A segment with a damaged header is moved to quarantine whole.
 5. The next seq is one above the highest seq found in a segment header or frame, or
-   the acked seq, whichever is larger.
+   the acked seq, whichever is larger: after a power cut the checkpoint may name a seq
+   above every surviving frame (the sender acked frames not yet fsynced), and new
+   records must still land above it, where readers start.
+6. Unless durability is never, every kept segment and the segments directory are
+   fsynced: a killed predecessor may have left them only in the page cache.
+
+I/O faults
+==========
+
+An fsync error, a write error other than ENOSPC/EDQUOT, or the active segment or LOCK
+deleted or replaced under the writer makes the WAL fail closed: ``append``/``sync_to``
+raise WALError naming the file, errno and the last seq known durable; reads and acks
+go on. After a back-off (0.1 s, doubling to 5 s) the next append, or the interval fsync
+thread, recreates what was removed (directories, LOCK, checkpoint) and copies the active
+segment to ``<name>.tmp``: frames an fsync confirmed are read back and CRC-checked, the
+rest are the bytes written since, kept in memory; fsync, rename over the segment, fsync
+the directory, and appends resume. A LOCK replaced by another file means another writer
+may own the directory: that WAL object never writes there again.
 
 Fork: a WAL object inherited by a forked child refuses every call with WALError and
 closes only the child's copies of its fds, without unlocking: the parent keeps its lock.

@@ -313,7 +313,11 @@ class SegmentWriter:
             raise self.failed
 
     def _sync_loop(self, interval: float) -> None:
-        while not self._stop.wait(interval):
+        # Fsyncs start every ``interval`` seconds (not ``interval`` after the previous one
+        # ended), so a record waits at most one interval plus the fsync that covers it.
+        next_start = time.monotonic() + interval
+        while not self._stop.wait(max(0.0, next_start - time.monotonic())):
+            next_start = max(next_start + interval, time.monotonic())
             if self.failed is not None:
                 if self._on_failed_tick is not None:
                     self._on_failed_tick()
