@@ -4,7 +4,7 @@ Layout (see docs/multiprocess.md)::
 
     <root>/                     the root shard: a complete WAL (LOCK, segments/, checkpoint, contexts/, ...)
     <root>/shards/<id>/         one more complete WAL per extra process, same layout
-    <root>/shards/.budget.lock  flock held for a few milliseconds while a process changes its reservation
+    <root>/shards/.lock         flock held while a process claims a shard or changes its reservation
     <shard>/shard-id            the shard's producer id, written once (the ``otel_audit.shard.id`` resource attribute)
     <shard>/budget              the live writer's share of ``max_bytes`` in bytes (a hint for the others)
 
@@ -41,7 +41,7 @@ SHARD_ID_ATTRIBUTE = "otel_audit.shard.id"
 """Resource attribute naming the producer: the shard, stable across the processes that write it."""
 SHARD_ID_FILE = "shard-id"
 BUDGET_FILE = "budget"
-BUDGET_LOCK = ".budget.lock"
+ROOT_LOCK = ".lock"
 
 NEW_SHARD_GRACE_SECONDS = 60.0
 """A shard directory without a pid in LOCK is being created; only after this long is it abandoned."""
@@ -110,22 +110,42 @@ class ShardRoot:
         and are sent before anything the new process appends. Empty orphans met on the way are removed.
         A lone process therefore always writes the root, exactly as before shards existed.
         """
-        wal = self._adopt(open_wal, exclude=None)
-        if wal is not None:
-            return wal
-        candidates = [self.root] + [self.new_path() for _ in range(8)]
-        for path in candidates:
-            try:
-                wal = open_wal(path)
-            except WALLockedError:
-                continue  # the root is taken, or a concurrent starter drew the same random name
-            ensure_shard_id(path, is_root=path == self.root)
-            return wal
+        with self.locked():
+            wal = self._adopt(open_wal, exclude=None)
+            if wal is not None:
+                return wal
+            candidates = [self.root] + [self.new_path() for _ in range(8)]
+            for path in candidates:
+                if holder_pid(path) is not None:
+                    continue  # the root is taken (a random name is never)
+                try:
+                    wal = open_wal(path)
+                except WALLockedError:
+                    continue  # taken by a process of an older version, which does not use the claim lock
+                ensure_shard_id(path, is_root=path == self.root)
+                return wal
         raise WALError(f"could not create a shard under {self.shards_dir}: every new name was taken")
 
     def adopt_orphan(self, open_wal: OpenWAL, *, exclude: Path) -> WAL | None:
         """Lock one orphan with a backlog (to drain it), removing empty orphans met on the way; None if none."""
-        return self._adopt(open_wal, exclude=exclude)
+        with self.locked():
+            return self._adopt(open_wal, exclude=exclude)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold ``shards/.lock``: one process at a time opens shards it does not own or changes its budget.
+
+        Opening a WAL prepares its directory before taking LOCK, so two processes opening the same
+        orphan at once could trip over each other's files; under this lock they take turns. It is a
+        flock on a descriptor of its own, released when the descriptor is closed, and never nested.
+        """
+        self.shards_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.shards_dir / ROOT_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def _adopt(self, open_wal: OpenWAL, *, exclude: Path | None) -> WAL | None:
         now = time.time()
@@ -283,7 +303,7 @@ class ShardBudget:
 
     def reserve(self, path: Path, used_bytes: int) -> int:
         """Recompute ``path``'s reservation (its writer holds its lock) and return it."""
-        with self._locked():
+        with self._roots.locked():
             others = 0
             orphans = 0
             live = 1
@@ -303,16 +323,6 @@ class ShardBudget:
             cap = max(used_bytes, self.floor_bytes, min(fair, free))
             _write_small(path / BUDGET_FILE, str(cap), sync=False)
             return cap
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self._roots.shards_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self._roots.shards_dir / BUDGET_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing the only fd of the description releases the flock
 
 
 def mark_draining(path: Path) -> None:

@@ -45,7 +45,7 @@ def test_a_lone_process_writes_the_root_as_before_shards_existed(tmp_path: Path)
     try:
         assert wal.directory == tmp_path
         assert len(shard_id(tmp_path)) == 16 and shard_id(tmp_path) != tmp_path.name
-        assert not (tmp_path / SHARDS_DIRNAME).exists()
+        assert ShardRoot(tmp_path).paths() == [tmp_path]  # shards/ holds only its lock file
     finally:
         wal.close()
 
