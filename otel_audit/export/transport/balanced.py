@@ -63,10 +63,12 @@ def service_config(ejection_interval: float) -> str:
     never answers (hung process, black-holed link) keeps a READY connection and would take every
     other request, each one waiting the whole export timeout (measured: one request per timeout
     with two gateways, one stopped with SIGSTOP). Outlier detection counts each address's failed
-    calls per ``interval`` and ejects one whose failures reach half of its calls, for 10 s times the
-    number of times it was ejected (at most 120 s), never more than half the addresses at once. Set
-    the interval to the export timeout: a hanging call fails only when its deadline fires, and the
-    interval must see it and a call to a healthy gateway.
+    calls per ``interval`` and ejects one that failed more than half of its calls, for 10 s times
+    the number of times it was ejected (at most 120 s), never more than half the addresses at once.
+    Set the interval to the export timeout: a hanging call fails only when its deadline fires, and
+    the interval must see it and a call to a healthy gateway. The price: a gateway ejected for a
+    bad interval stays out for its ejection time even if the others then fail; requests fail fast
+    meanwhile, the sender retries, and the records wait in the WAL.
     """
     interval = f"{max(1.0, ejection_interval):.3f}s"
     return json.dumps(
