@@ -107,6 +107,7 @@ class WAL:
 
         Raises:
             ConfigError: a bad option, or ``directory`` is a file or cannot be created/written.
+            WALFullError: the disk is too full to create the directory's subdirectories.
             WALLockedError: another WAL object holds the directory (its pid is in the error).
             WALFormatError: the directory was written by another format version.
         """
@@ -596,7 +597,12 @@ def _prepare_directory(path: Path) -> None:
         fileio.unlink(probe)
     except OSError as exc:
         if exc.errno in _NO_SPACE:
-            return  # a full disk is a runtime condition handled by full_policy, not a config error
+            if all((path / sub).is_dir() for sub in (SEGMENTS_DIR, QUARANTINE_DIR, DEAD_LETTER_DIR)):
+                return  # a full disk is a runtime condition handled by full_policy, not a config error
+            raise WALFullError(
+                f"wal: no space to create the WAL directory {path} ({exc.strerror} at "
+                f"{exc.filename or path}); free disk space or inodes and open it again"
+            ) from exc
         raise ConfigError(
             f"wal: cannot use {path} as a WAL directory: {exc.strerror} (errno {exc.errno}) at "
             f"{exc.filename or path}; check its permissions and free space"

@@ -290,6 +290,7 @@ class SegmentWriter:
                         problem = (f"active segment '{active.path}' was {how}", None)
                 finally:
                     _close_quietly(fd)
+                synced: list[bytes] = []
                 with self._lock:
                     # A roll or rebuild meanwhile changed the active file and made everything up to
                     # ``upto`` durable its own way: this result, good or bad, is about the old fd.
@@ -297,9 +298,11 @@ class SegmentWriter:
                         if problem is not None:
                             self._fail(*problem)
                         else:
+                            synced = self._tail[:tail_len]  # freed below, outside the lock
                             del self._tail[:tail_len]
                             self._synced_size = size
                             ok = True
+                del synced
             else:
                 ok = self.failed is None
         finally:

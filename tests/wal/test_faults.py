@@ -94,6 +94,11 @@ class Faults(fileio.Layer):
         os.close(fd)
         self._paths.pop(fd, None)
 
+    def mkdir(self, path: str | os.PathLike[str], mode: int = 0o777) -> None:
+        if rule := self._match("mkdir", os.fspath(path)):
+            raise OSError(rule.err, os.strerror(rule.err), os.fspath(path))
+        os.mkdir(path, mode)
+
 
 @pytest.fixture
 def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults]:
@@ -428,3 +433,24 @@ def test_lock_replaced_by_another_writer_abandons_the_directory_for_good(
     finally:
         first.close()
     assert [s for s, _ in _reopened(wal_dir)[0]] == [1, 2]
+
+
+def test_open_on_a_disk_too_full_for_the_first_checkpoint_still_opens(wal_dir: Path, faults: Faults) -> None:
+    """No room for checkpoint.tmp at the first open: the WAL opens and appends; acks resume when space returns."""
+    faults.fail("open", errno.ENOSPC, path="checkpoint.tmp", times=-1)
+    with WAL.open(wal_dir, durability="always") as w:
+        assert w.append(payload_for(1)) == 1
+        with pytest.raises(WALError, match="the ack was not recorded"):
+            w.ack(1)
+        faults.clear()
+        w.ack(1)
+        assert w.acked_seq == 1
+    with WAL.open(wal_dir) as w:
+        assert (w.acked_seq, w.last_seq) == (1, 1)
+
+
+def test_no_space_to_create_the_directory_is_a_full_wal_error(tmp_path: Path, faults: Faults) -> None:
+    """ENOSPC while creating the WAL's directories is reported as WALFullError, not a stray FileNotFoundError."""
+    faults.fail("mkdir", errno.ENOSPC, times=-1)
+    with pytest.raises(WALFullError, match="no space to create the WAL directory"):
+        WAL.open(tmp_path / "wal")
