@@ -961,26 +961,25 @@ def verify_wal(
     progress: ProgressCallback | None = None,
     max_findings: int = DEFAULT_MAX_FINDINGS,
 ) -> VerifyReport:
-    """Verify the records in a WAL directory (segments and dead letters), beside a running writer.
+    """Verify the records in a WAL directory (every shard: segments and dead letters), beside running writers.
 
-    Reads without the LOCK, like `otel-audit status`. Acknowledged segments are deleted by the
-    sender, so a WAL usually holds the tail of its streams: their missing head is a notice unless
-    `complete`. A damaged frame is reported (`unreadable`) and reading goes on in the next segment.
+    Reads without the LOCKs, like `otel-audit status`. A WAL root holds one WAL per writing
+    process (itself, then `shards/<id>/`); all of them are read. Acknowledged segments are deleted
+    by the sender, so a WAL usually holds the tail of its streams: their missing head is a notice
+    unless `complete`. A damaged frame is reported (`unreadable`) and reading goes on in the next
+    segment.
 
     Raises:
         WALError: `directory` is not a WAL directory.
     """
-    from otel_audit.export.contexts import ContextStore
-    from otel_audit.export.payload import decode_payload
-    from otel_audit.wal import deadletter
-    from otel_audit.wal.reader import QUARANTINE_DIR, SEGMENTS_DIR, WALReader
-    from otel_audit.wal.segment import list_segments, parse_name
+    from otel_audit.shards import ShardRoot
+    from otel_audit.wal.reader import SEGMENTS_DIR, WALReader
 
     root = Path(directory)
-    reader = WALReader(root)
-    if not (root / SEGMENTS_DIR).is_dir():
-        raise WALError(f"{root} is not an otel-audit WAL (no {SEGMENTS_DIR}/ inside)")
-    contexts = ContextStore(root)
+    WALReader(root)  # raises a WALError naming the directory when it is not one
+    shards = ShardRoot(root).paths()
+    if not shards:
+        raise WALError(f"{root} is not an otel-audit WAL (no {SEGMENTS_DIR}/ inside, no shards/)")
     verifier = ChainVerifier(
         keys,
         complete=complete,
@@ -988,7 +987,84 @@ def verify_wal(
         head_note="the WAL deletes segments once the collector acknowledged them; verify the archive for those",
         max_findings=max_findings,
     )
-    wal_source = verifier.source(str(root), "WAL seq {n}")
+    totals = [_wal_span(shard) for shard in shards] if progress is not None else []
+    total = sum(totals) if progress is not None else None
+    done = 0
+    for shard in shards:
+        label = "WAL" if shard == root else f"shard {shard.name}"
+
+        def counted(n: int, base: int = done) -> None:
+            if progress is not None:
+                progress(base + n, total)
+
+        done += _read_wal_shard(verifier, shard, label, counted if progress is not None else None)
+    if progress is not None:
+        progress(done, total if total is not None else done)
+    return verifier.finish()
+
+
+def _scan_newest_segment(
+    segments_dir: Path, after: int
+) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]], int]:
+    """Frames after seq `after` in the newest segment, reading past damage.
+
+    Returns (intact frames after `after`, (seq, offset) of each damaged span followed by an
+    intact frame, bytes at the end that are not a whole frame).
+    """
+    from otel_audit.wal import frame
+    from otel_audit.wal.segment import HEADER_SIZE, list_segments
+
+    segments = list_segments(segments_dir)
+    if not segments:
+        return [], [], 0
+    try:
+        data = segments[-1].path.read_bytes()
+    except FileNotFoundError:
+        return [], [], 0  # acknowledged and deleted meanwhile
+    found: list[tuple[int, bytes]] = []
+    damaged: list[tuple[int, int]] = []
+    pos, size, last_seq = HEADER_SIZE, len(data), after
+    while pos < size:
+        status, header = frame.check(data, pos, size)
+        if status is frame.Check.OK and header is not None:
+            if header.seq > after:
+                found.append((header.seq, data[pos + frame.HEADER_SIZE : pos + header.size]))
+            last_seq = max(last_seq, header.seq)
+            pos += header.size
+            continue
+        following = data.find(frame.FRAME_MAGIC, pos + 1)
+        while following != -1 and frame.check(data, following, size)[0] is not frame.Check.OK:
+            following = data.find(frame.FRAME_MAGIC, following + 1)
+        if following == -1:
+            return found, damaged, size - pos
+        damaged.append((last_seq + 1, pos))
+        pos = following
+    return found, damaged, 0
+
+
+def _wal_span(shard: Path) -> int:
+    from otel_audit.wal.reader import SEGMENTS_DIR, WALReader
+    from otel_audit.wal.segment import list_segments
+
+    segments = list_segments(shard / SEGMENTS_DIR)
+    first_seq = segments[0].first_seq if segments else 1
+    return max(0, int(WALReader(shard).stats()["last_seq"]) - first_seq + 1)
+
+
+def _read_wal_shard(
+    verifier: ChainVerifier, shard: Path, label: str, progress: Callable[[int], None] | None
+) -> int:
+    """Feed one WAL's frames and dead letters to `verifier`; return the frames read."""
+    from otel_audit.export.contexts import ContextStore
+    from otel_audit.export.payload import decode_payload
+    from otel_audit.wal import deadletter
+    from otel_audit.wal.lock import holder_pid
+    from otel_audit.wal.reader import QUARANTINE_DIR, SEGMENTS_DIR, WALReader
+    from otel_audit.wal.segment import list_segments, parse_name
+
+    reader = WALReader(shard)
+    contexts = ContextStore(shard)
+    wal_source = verifier.source(str(shard), label + " seq {n}")
     resources: dict[bytes, tuple[str | None, str | None] | None] = {}
 
     def resource_of(context_id: bytes) -> tuple[str | None, str | None] | None:
@@ -1008,10 +1084,7 @@ def verify_wal(
             return
         verifier.add_proto(record, source, seq, resource_of(context_id))
 
-    segments_dir = root / SEGMENTS_DIR
-    segments = list_segments(segments_dir)
-    first_seq = segments[0].first_seq if segments else 1
-    total = max(0, int(reader.stats()["last_seq"]) - first_seq + 1) if progress else None
+    segments_dir = shard / SEGMENTS_DIR
     after = 0
     done = 0
     batch_records = 256
@@ -1024,7 +1097,7 @@ def verify_wal(
                     after = seq  # the cursor's own position already counts a batch that then failed
                 done += len(batch)
                 if progress is not None:
-                    progress(done, total)
+                    progress(done)
             break
         except WALCorruptionError as exc:
             if batch_records > 1:
@@ -1046,25 +1119,41 @@ def verify_wal(
             after, batch_records = later[0].first_seq - 1, 256
         finally:
             cursor.close()
-    dead_source = verifier.source(str(root), "dead-letter seq {n}")
-    for entry in deadletter.list_entries(root):
+    # The cursor stops quietly at the first bad frame of the newest segment: for a live writer
+    # that is a write in progress. Look past it: a whole frame further on means damage.
+    found, damaged_at, torn = _scan_newest_segment(segments_dir, after)
+    for seq, offset in damaged_at:
+        verifier.add_unreadable(
+            wal_source,
+            seq,
+            f"damaged bytes at offset {offset} of the newest segment, followed by intact frames",
+        )
+    for seq, payload in found:
+        add_payload(wal_source, seq, payload)
+        done += 1
+    if torn and holder_pid(shard) is None:
+        verifier.add_notice(
+            TORN,
+            f"the newest segment of {shard} ends in {torn} bytes that are not a whole frame: a write cut by a"
+            " crash (never acknowledged); a writer opening the WAL cuts them",
+        )
+    dead_source = verifier.source(str(shard), label + " dead-letter seq {n}")
+    for entry in deadletter.list_entries(shard):
         try:
             payload = deadletter.read_payload(entry)
         except (OSError, WALError) as exc:
             verifier.add_unreadable(dead_source, entry.seq, f"dead-letter entry unreadable: {exc}")
             continue
         add_payload(dead_source, entry.seq, payload)
-    quarantined = _count_files(root / QUARANTINE_DIR)
+    quarantined = _count_files(shard / QUARANTINE_DIR)
     if quarantined:
         verifier.add_notice(
             "quarantined",
-            f"quarantine/ holds {quarantined} file(s): damaged frames a writer cut out of the WAL; their"
-            " records show up as gaps",
+            f"{shard / QUARANTINE_DIR} holds {quarantined} file(s): damaged frames a writer cut out of the"
+            " WAL; their records show up as gaps",
             count=quarantined,
         )
-    if progress is not None:
-        progress(done, total if total is not None else done)
-    return verifier.finish()
+    return done
 
 
 def verify_archive(

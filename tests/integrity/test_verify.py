@@ -327,6 +327,29 @@ def test_a_damaged_wal_frame_is_unreadable_and_reading_goes_on_in_the_next_segme
     assert report.streams[0].last_number == len(streams.records)  # later segments were read
 
 
+def test_every_shard_of_a_wal_root_is_verified(tmp_path: Path) -> None:
+    """Each process writes its own WAL under the root (multiprocess.md); verify reads them all."""
+    first, second = make_streams(10, streams=1), make_streams(10, streams=1)
+    write_wal(tmp_path / "wal", first)
+    write_wal(tmp_path / "wal" / "shards" / "0a1b2c3d4e5f6a7b", second)
+    report = verify_wal(tmp_path / "wal", HMAC, complete=True)
+    assert report.ok and len(report.streams) == 2
+    assert report.records_read == len(first.records) + len(second.records)
+    seen: list[str] = []
+    progress = verify_wal(tmp_path / "wal", HMAC, progress=lambda done, total: seen.append(f"{done}/{total}"))
+    assert progress.ok and seen[-1] == f"{report.records_read}/{report.records_read}"
+    victim = write_wal(tmp_path / "gap" / "shards" / "ff", make_streams(5, streams=1))
+    assert victim
+    segment = next((tmp_path / "gap" / "shards" / "ff" / "segments").iterdir())
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # mid-segment: damage, not a write in progress
+    segment.write_bytes(bytes(data))
+    damaged = verify_wal(tmp_path / "gap", HMAC)
+    assert any(
+        f.kind == "unreadable" and (f.position or "").startswith("shard ff seq") for f in damaged.findings
+    )
+
+
 def test_dead_lettered_records_are_part_of_their_stream(tmp_path: Path) -> None:
     from otel_audit.encoding import encode_context
     from otel_audit.export.contexts import ContextStore
