@@ -15,6 +15,7 @@ from otel_audit.config import ExporterConfig
 from otel_audit.exceptions import ConfigError, ExportError
 from otel_audit.export.request import ContextTemplate, build_request
 from otel_audit.export.transport import FailoverTransport, create_transport
+from otel_audit.export.transport.balanced import BalancedGrpcTransport
 from otel_audit.export.transport.base import safe_url
 from otel_audit.export.transport.grpc import GrpcTransport, classify, retry_delay
 from otel_audit.export.transport.http import HttpTransport, parse_retry_after
@@ -201,12 +202,18 @@ def test_create_transport_follows_the_config(collector: FakeCollector) -> None:
         )
     )
     many = create_transport(ExporterConfig(endpoints=(collector.grpc_endpoint, collector.grpc_endpoint)))
+    mixed = create_transport(
+        ExporterConfig(endpoints=(collector.http_endpoint + "/v1/logs", collector.http_endpoint + "/v1/logs"),
+                       protocol="http/protobuf")
+    )
     try:
         assert isinstance(grpc_t, GrpcTransport) and isinstance(http_t, HttpTransport)
-        assert isinstance(many, FailoverTransport)
+        # Plaintext gRPC gateways by IP share one channel balanced by gRPC; HTTP lists fail over.
+        assert isinstance(many, BalancedGrpcTransport)
+        assert isinstance(mixed, FailoverTransport)
         grpc_t.send(REQUEST, 5)
         http_t.send(REQUEST, 5)
         assert collector.requests[-1].headers["k"] == "v" and collector.requests[-1].path == "/v1/logs"
     finally:
-        for t in (grpc_t, http_t, many):
+        for t in (grpc_t, http_t, many, mixed):
             t.close()
