@@ -109,8 +109,7 @@ def test_emit_on_an_audit_logger_chains_records_of_its_stream(
     assert got[0]["audit.target.id"] == "cfg/limits"
     for prev, cur in zip(receipts, got[1:], strict=False):
         assert prev is not None
-        assert cur["audit.sequence.previous_record_id" if "audit.sequence.previous_record_id" in cur
-                   else "audit.sequence.prev_record_id"] == prev.record_id
+        assert cur["audit.sequence.previous_record_id"] == prev.record_id
 
 
 def test_a_caller_record_id_is_kept_so_retries_deduplicate(
