@@ -16,8 +16,10 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_audit.config import AuditConfig, resolve_config
 from otel_audit.encoding import encode_context
-from otel_audit.exceptions import ConfigError, WALError
+from otel_audit.exceptions import ConfigError, OtelAuditError, WALError
 from otel_audit.integrity import HmacSha256Signer, Signer, StreamChain, load_signing_key, stream_end_record
+from otel_audit.integrity.digest import DigestPolicy, StreamDigester
+from otel_audit.integrity.redact import Redactor
 from otel_audit.pipeline import AuditPipeline, get_pipeline, persist_or_fail
 from otel_audit.record import AuditReceipt, AuditRecord, build_audit_log_record
 
@@ -57,6 +59,11 @@ class AuditLogger:
         self._audit = audit
         # Signing rides on sealing, so a signer implies a chain even when chain=False was asked.
         self._chain = StreamChain(audit.signer) if audit.config.chain or audit.signer is not None else None
+        self.digester = self._new_digester()
+
+    def _new_digester(self) -> StreamDigester | None:
+        policy = self._audit.digest_policy
+        return StreamDigester(policy) if self._chain is not None and policy.enabled else None
 
     def emit(
         self,
@@ -113,6 +120,7 @@ class AuditLogger:
         # the parent: two records claiming one place in one chain. The child starts its own stream.
         if self._chain is not None:
             self._chain = StreamChain(self._audit.signer)
+            self.digester = self._new_digester()
 
     def close(self) -> AuditReceipt | None:
         """End the stream: write a last record with ``audit.sequence.end=true`` (graceful shutdown only)."""
@@ -128,9 +136,18 @@ class AuditLogger:
 class Audit:
     """A configured audit pipeline: the object :func:`configure` returns. Thread-safe."""
 
-    def __init__(self, config: AuditConfig) -> None:
+    def __init__(
+        self, config: AuditConfig, *, redactor: Redactor | None = None, digest: DigestPolicy | str | None = None
+    ) -> None:
         self.config = config
         self.signer = _load_signer(config)
+        # Redaction happens before the record is built, so nothing it removes ever touches disk.
+        chosen = redactor if redactor is not None else Redactor.from_env()
+        self._redactor = None if chosen is None or chosen.empty else chosen
+        if isinstance(digest, DigestPolicy):
+            self.digest_policy = digest
+        else:
+            self.digest_policy = DigestPolicy.parse(digest) if digest is not None else DigestPolicy.from_env()
         attrs: dict[str, Any] = {"service.name": config.service_name, **config.resource_attributes}
         if self.signer is not None:
             attrs.update(self.signer.resource_attributes())
@@ -208,6 +225,8 @@ class Audit:
         if wait not in _WAITS:
             raise ConfigError(f"wait={wait!r} is not one of: {', '.join(_WAITS)}")
         observed = fields.pop("observed_timestamp")
+        if self._redactor is not None:
+            fields = self._redactor.apply_fields(fields)
         record = build_audit_log_record(event_name, observed_timestamp_ns=observed, **fields)
         return self._persist(logger, record, wait, timeout)
 
@@ -225,9 +244,23 @@ class Audit:
             return None
         seq, digest = result
         receipt = AuditReceipt(record_id, digest.hex(), time.time_ns())
+        if logger.digester is not None:
+            self._persist_digest(logger, logger.digester.after_persist(record, digest))
         if wait == WAIT_DELIVERED:
             self.pipeline.wait_seq_delivered(seq, timeout if timeout is not None else self.config.exporter.timeout, record_id)
         return receipt
+
+    def _persist_digest(self, logger: AuditLogger, due: AuditRecord | None) -> None:
+        """Seal and persist a digest record the stream is due; the caller's own record is already safe."""
+        if due is None or logger.digester is None:
+            return
+        try:
+            ok = self._persist(logger, due, WAIT_PERSISTED, None) is not None
+        except OtelAuditError:
+            ok = False
+        if not ok:
+            # Not persisted: the next record may build another (a digest is evidence, not data).
+            logger.digester.abandon(due)
 
     def _persist_now(self, record: AuditRecord, chain: StreamChain | None, end: bool) -> tuple[int, bytes]:
         if self._shutdown:
@@ -294,16 +327,23 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def configure(**kwargs: Any) -> Audit:
+def configure(
+    *, redactor: Redactor | None = None, digest: DigestPolicy | str | None = None, **kwargs: Any
+) -> Audit:
     """Build the durable audit pipeline and make it the process's default.
 
     Keyword arguments are those of :func:`otel_audit.config.resolve_config` (``service_name``,
     ``wal_dir``, ``endpoint``, ``protocol``, ``durability``, ``fail_closed``, ...); anything not given
     comes from ``OTEL_AUDIT_*`` / ``OTEL_EXPORTER_OTLP_*`` variables, then defaults. Wrong values raise
     ConfigError before anything is written.
+
+    Args:
+        redactor: attribute redaction applied before a record is built (default: ``OTEL_AUDIT_REDACT``).
+        digest: when each stream writes a signed digest record, e.g. ``"records=1000,seconds=60"`` or
+            ``"off"`` (default: ``OTEL_AUDIT_DIGEST``, else every 1,000 records or 60 s).
     """
     global _global
-    audit = Audit(resolve_config(**kwargs))
+    audit = Audit(resolve_config(**kwargs), redactor=redactor, digest=digest)
     with _global_lock:
         _global = audit
     return audit

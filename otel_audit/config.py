@@ -152,6 +152,46 @@ OTEL_AUDIT_CHAIN = "OTEL_AUDIT_CHAIN"
 ``true`` writes the ``audit.sequence.*`` hash chain on every audit record. Default: ``true``
 """
 
+OTEL_AUDIT_DIGEST = "OTEL_AUDIT_DIGEST"
+"""
+.. envvar:: OTEL_AUDIT_DIGEST
+
+When each stream writes a digest record (chain head, count, previous digest's hash) so a cut tail
+is detectable: ``records=1000,seconds=60``, ``records=500``, ``seconds=30`` or ``off``.
+Default: ``records=1000,seconds=60``
+"""
+
+OTEL_AUDIT_REDACT = "OTEL_AUDIT_REDACT"
+"""
+.. envvar:: OTEL_AUDIT_REDACT
+
+Attribute redaction before anything touches disk: ``key=action,...`` with actions ``drop``,
+``mask``, ``last4`` or ``hmac`` (globs allowed, e.g. ``*.password=drop``). Default: unset.
+"""
+
+OTEL_AUDIT_REDACT_KEY_FILE = "OTEL_AUDIT_REDACT_KEY_FILE"
+"""
+.. envvar:: OTEL_AUDIT_REDACT_KEY_FILE
+
+Key (32 bytes or more) of the ``hmac`` redaction action: equal values stay correlatable.
+Default: unset.
+"""
+
+OTEL_AUDIT_REDACT_MANDATORY = "OTEL_AUDIT_REDACT_MANDATORY"
+"""
+.. envvar:: OTEL_AUDIT_REDACT_MANDATORY
+
+``true`` allows rules on the draft's mandatory attributes (never ``drop``). Default: ``false``
+"""
+
+OTEL_AUDIT_WAL_PERMISSIONS = "OTEL_AUDIT_WAL_PERMISSIONS"
+"""
+.. envvar:: OTEL_AUDIT_WAL_PERMISSIONS
+
+What to do when the WAL directory or its files are looser than 0700/0600: ``warn``, ``refuse``
+or ``ignore``. Default: ``warn``
+"""
+
 # --- standard OTLP exporter variables we honour -------------------------------------------------
 
 _OTLP = "OTEL_EXPORTER_OTLP_"

@@ -13,6 +13,7 @@ from typing import Final
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
+from otel_audit import config
 from otel_audit.exceptions import ConfigError
 from otel_audit.integrity.chain import ATTR_SEQUENCE_END, ATTR_SEQUENCE_NUMBER
 from otel_audit.record import ATTR_RECORD_ID, AuditRecord, build_audit_log_record
@@ -35,7 +36,7 @@ ATTR_DIGEST_PREVIOUS_HASH: Final = "audit.digest.previous.hash"
 ATTR_DIGEST_EVERY_RECORDS: Final = "audit.digest.policy.every_records"
 ATTR_DIGEST_EVERY_SECONDS: Final = "audit.digest.policy.every_seconds"
 
-ENV_DIGEST: Final = "OTEL_AUDIT_DIGEST"
+ENV_DIGEST: Final = config.OTEL_AUDIT_DIGEST
 """`records=N,seconds=T` (either may be left out), or `off`. Default: `records=1000,seconds=60`."""
 
 DEFAULT_EVERY_RECORDS: Final = 1000

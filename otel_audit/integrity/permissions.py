@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from otel_audit import config
 from otel_audit.exceptions import ConfigError
 
 _logger = logging.getLogger("otel_audit")
 
-ENV_WAL_PERMISSIONS: Final = "OTEL_AUDIT_WAL_PERMISSIONS"
+ENV_WAL_PERMISSIONS: Final = config.OTEL_AUDIT_WAL_PERMISSIONS
 """`warn` (log once at open), `refuse` (raise ConfigError) or `ignore`. Default: `warn`."""
 
 WARN: Final = "warn"

@@ -10,19 +10,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from otel_audit import config
 from otel_audit.canonical import any_value_json
 from otel_audit.exceptions import ConfigError
 from otel_audit.integrity.signing import MIN_HMAC_KEY_BYTES, read_hmac_key_file
 
-ENV_REDACT: Final = "OTEL_AUDIT_REDACT"
+ENV_REDACT: Final = config.OTEL_AUDIT_REDACT
 """Rules as `key=action` pairs separated by commas: `password=drop,email=hmac,card=last4,*.secret=mask`.
 
 Keys are attribute names or glob patterns, matched case-insensitively, at the top level and inside
 nested maps. Actions: `drop`, `mask`, `last4`, `hmac`. Default: no redaction.
 """
-ENV_REDACT_KEY_FILE: Final = "OTEL_AUDIT_REDACT_KEY_FILE"
+ENV_REDACT_KEY_FILE: Final = config.OTEL_AUDIT_REDACT_KEY_FILE
 """File holding the HMAC key of `hmac` rules (format of OTEL_AUDIT_HMAC_KEY_FILE; use another key)."""
-ENV_REDACT_MANDATORY: Final = "OTEL_AUDIT_REDACT_MANDATORY"
+ENV_REDACT_MANDATORY: Final = config.OTEL_AUDIT_REDACT_MANDATORY
 """`true` allows exact rules on `audit.actor.id` (pseudonymous actors). Default: `false`."""
 
 DROP: Final = "drop"

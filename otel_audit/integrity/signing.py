@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
+from otel_audit import config
 from otel_audit.canonical import INTEGRITY_PREFIX, canonical_bytes
 from otel_audit.exceptions import ConfigError
 
@@ -35,9 +36,9 @@ ALGORITHM_HMAC_SHA256: Final = "HMAC-SHA256"
 ALGORITHM_EDDSA: Final = "EdDSA"
 ALGORITHM_ES256: Final = "ES256"
 
-ENV_HMAC_KEY_FILE: Final = "OTEL_AUDIT_HMAC_KEY_FILE"
+ENV_HMAC_KEY_FILE: Final = config.OTEL_AUDIT_HMAC_KEY_FILE
 """File holding the HMAC-SHA256 key (see `read_hmac_key_file` for the format)."""
-ENV_SIGNING_KEY_FILE: Final = "OTEL_AUDIT_SIGNING_KEY_FILE"
+ENV_SIGNING_KEY_FILE: Final = config.OTEL_AUDIT_SIGNING_KEY_FILE
 """PEM (PKCS#8) private key file: Ed25519 (EdDSA) or P-256 (ES256), chosen by the key's type."""
 
 MIN_HMAC_KEY_BYTES: Final = 32
