@@ -24,8 +24,14 @@ from benchmarks.workload import audit_record
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results.json"
 DOCS = ROOT / "docs" / "performance.md"
-DOCS_START = "<!-- benchmark results: start (written by `python -m benchmarks --write-docs`) -->"
-DOCS_END = "<!-- benchmark results: end -->"
+
+
+def _markers(profile: str) -> tuple[str, str]:
+    """The comments around a profile's table in docs/performance.md; --write-docs replaces what is between."""
+    return (
+        f"<!-- benchmark results, {profile} profile: start (written by `python -m benchmarks --write-docs`) -->",
+        f"<!-- benchmark results, {profile} profile: end -->",
+    )
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -52,7 +58,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--write-docs",
         action="store_true",
-        help=f"also replace the results section of {DOCS.relative_to(ROOT)}",
+        help=f"also replace the profile's results section of {DOCS.relative_to(ROOT)}",
+    )
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="RESULTS_JSON",
+        help="run nothing: print (and with --write-docs, publish) the tables of an earlier results.json",
     )
     args = parser.parse_args(argv)
     args.profile = args.profile or ("full" if args.full else "quick")
@@ -158,27 +171,34 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     return results, errors
 
 
-def _write_docs(table: str) -> None:
+def _write_docs(table: str, profile: str) -> None:
+    start_marker, end_marker = _markers(profile)
     text = DOCS.read_text()
-    head, start, rest = text.partition(DOCS_START)
-    _, end, tail = rest.partition(DOCS_END)
+    head, start, rest = text.partition(start_marker)
+    _, end, tail = rest.partition(end_marker)
     if not start or not end:
         raise SystemExit(
-            f"{DOCS} lacks the markers {DOCS_START!r} ... {DOCS_END!r}; add them where the table goes"
+            f"{DOCS} lacks the markers {start_marker!r} ... {end_marker!r}; add them where the table goes"
         )
-    DOCS.write_text(f"{head}{DOCS_START}\n\n{table}\n{DOCS_END}{tail}")
+    DOCS.write_text(f"{head}{start_marker}\n\n{table}\n{end_marker}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    results, errors = run(args)
+    if args.render is not None:
+        results = json.loads(args.render.read_text())
+        results["targets"] = report.targets(results)
+        errors: list[str] = results.get("errors") or []
+    else:
+        results, errors = run(args)
     table = report.render(results)
     print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({**results, "table": table}, indent=1, allow_nan=True) + "\n")
-    print(f"results written to {args.out}", file=sys.stderr)
+    if args.render is None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({**results, "table": table}, indent=1, allow_nan=True) + "\n")
+        print(f"results written to {args.out}", file=sys.stderr)
     if args.write_docs:
-        _write_docs(table)
+        _write_docs(table, results["profile"]["name"])
         print(f"table written to {DOCS}", file=sys.stderr)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
