@@ -358,7 +358,7 @@ def build_audit_log_record(
         kv.value.array_value.values.extend(AnyValue(string_value=k) for k in truncated)
         parts[ATTR_TRUNCATED] = any_value_json(kv.value)
     if body is not None:
-        _set_any(rec.body, body, "body", 0, None, lim.max_depth)
+        _set_any(rec.body, body, "body", 0, None, lim.max_depth, homogeneous=False)
     return AuditRecord(rec, record_id, parts)
 
 
@@ -543,9 +543,20 @@ def _category(value: object) -> str:
 
 
 def _set_any(
-    target: AnyValue, value: object, key: str, depth: int, max_len: int | None, max_depth: int
+    target: AnyValue,
+    value: object,
+    key: str,
+    depth: int,
+    max_len: int | None,
+    max_depth: int,
+    *,
+    homogeneous: bool = True,
 ) -> bool:
-    """Write `value` into the AnyValue `target`; returns True when a string/bytes value was cut."""
+    """Write `value` into the AnyValue `target`; returns True when a string/bytes value was cut.
+
+    Attribute arrays must be homogeneous (the OTel attribute rule, so backends can type a column);
+    the Body is free-form AnyValue in the logs data model, so its arrays may mix types.
+    """
     cut = False
     if isinstance(value, str):
         if max_len is not None and len(value) > max_len:
@@ -583,7 +594,7 @@ def _set_any(
                 kv = add(key=sub_key)
             except UnicodeEncodeError:
                 raise InvalidAuditRecordError(_surrogate_message(f"{key}.{sub_key!r}")) from None
-            cut |= _set_any(kv.value, sub_value, key, depth + 1, max_len, max_depth)
+            cut |= _set_any(kv.value, sub_value, key, depth + 1, max_len, max_depth, homogeneous=homogeneous)
     elif isinstance(value, (list, tuple)):
         if depth >= max_depth:
             raise InvalidAuditRecordError(f"{key}: nested deeper than {max_depth} levels")
@@ -593,11 +604,11 @@ def _set_any(
             first = _category(value[0])
             add = array.values.add
             for item in value:
-                if _category(item) != first:
+                if homogeneous and _category(item) != first:
                     raise InvalidAuditRecordError(
                         f"{key}: array mixes {first} and {_category(item)}; OTel arrays are homogeneous"
                     )
-                cut |= _set_any(add(), item, key, depth + 1, max_len, max_depth)
+                cut |= _set_any(add(), item, key, depth + 1, max_len, max_depth, homogeneous=homogeneous)
     elif value is None:
         raise InvalidAuditRecordError(f"{key}: value is None; omit the key instead")
     else:

@@ -475,3 +475,18 @@ def test_new_record_id_is_a_random_rfc4122_version_4_uuid() -> None:
     for text in ids:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+
+
+def test_a_body_array_may_mix_types_as_the_logs_data_model_allows() -> None:
+    """The Body is free-form AnyValue; only attribute arrays must be homogeneous."""
+    built = build_audit_log_record(
+        "config.change", actor_id="u", actor_type="user", action="UPDATE", outcome="success",
+        body={"changes": [1, 2.5, "x", True]},
+    )
+    values = built.proto.body.kvlist_value.values[0].value.array_value.values
+    assert [v.WhichOneof("value") for v in values] == ["int_value", "double_value", "string_value", "bool_value"]
+    with pytest.raises(InvalidAuditRecordError, match="homogeneous"):
+        build_audit_log_record(
+            "config.change", actor_id="u", actor_type="user", action="UPDATE", outcome="success",
+            attributes={"changes": [1, "x"]},
+        )
