@@ -38,7 +38,7 @@ def smoke(
         check=False,
     )
     assert proc.returncode == 0, f"benchmark failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc, json.loads(out.read_text())
+    return proc, {**json.loads(out.read_text()), "_path": str(out)}
 
 
 def test_smoke_run_prints_every_table(smoke: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
@@ -91,6 +91,23 @@ def test_smoke_run_checks_every_target(
     for fragment in ("(1)", "(2)", "(3)", "(4)", "(5)", "(6)"):
         assert fragment in names, f"no target from scenario {fragment}"
     assert all(isinstance(t["value"], (int, float)) for t in results["targets"])
+
+
+def test_render_reprints_a_run_without_running_it(
+    smoke: tuple[subprocess.CompletedProcess[str], dict[str, Any]],
+) -> None:
+    """`--render results.json` prints the very table of that run (how docs are refreshed from a run)."""
+    _, results = smoke
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--render", results["_path"]],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert proc.stdout.strip() == results["table"].strip()
 
 
 def test_archive_counter_waits_for_a_line_to_be_complete(tmp_path: Path) -> None:
