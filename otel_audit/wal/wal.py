@@ -40,7 +40,10 @@ _DROP_WARNING_SECONDS = 10.0
 # the maximum, so a dead disk is not hammered with segment copies by every caller.
 _RECOVERY_FIRST_DELAY_SECONDS = 0.1
 _RECOVERY_MAX_DELAY_SECONDS = 5.0
-_LOCK_CHECK_NS = 1_000_000_000
+# How often an append checks that LOCK and the active segment are still the files at their
+# paths (never mode has no fsync to notice a deleted directory sooner). In ns, compared with
+# the timestamp the append takes anyway, so between two checks it costs one comparison.
+_FILES_CHECK_NS = 1_000_000_000
 
 _LIVE: weakref.WeakSet[WAL] = weakref.WeakSet()
 
@@ -81,7 +84,7 @@ class WAL:
         self._seen_faults = 0
         self._recovery_delay = _RECOVERY_FIRST_DELAY_SECONDS
         self._next_recovery_at = 0.0
-        self._next_lock_check_ns = 0
+        self._next_files_check_ns = 0
         self._abandoned = False  # another process owns the directory now: never write there again
         self._writer: SegmentWriter
 
@@ -286,9 +289,9 @@ class WAL:
                 if self._writer.failed is not None and not self._resume_after_fault():
                     raise self._writer.failed
                 now_ns = time.time_ns()
-                if now_ns >= self._next_lock_check_ns:
-                    self._next_lock_check_ns = now_ns + _LOCK_CHECK_NS
-                    self._check_lock()
+                if now_ns >= self._next_files_check_ns:
+                    self._next_files_check_ns = now_ns + _FILES_CHECK_NS
+                    self._check_files()
                 used = self._writer.total_bytes
                 if used + self._writer.bytes_needed(size) > self.options.max_bytes:
                     reason = f"max_bytes={self.options.max_bytes} reached ({used} bytes in segments)"
@@ -329,11 +332,12 @@ class WAL:
 
     # -- I/O faults ------------------------------------------------------------------------
 
-    def _check_lock(self) -> None:
-        """Fail the writer if LOCK was deleted or replaced: another process could take the directory.
+    def _check_files(self) -> None:
+        """Fail the writer if LOCK or the active segment was deleted or replaced. Caller holds the lock.
 
-        Caller holds the lock.
+        Without LOCK another process could take the directory and write beside us.
         """
+        self._writer.verify_active()
         if not self._dir_lock.still_ours():
             raise self._writer.fail(
                 f"{self._dir_lock.path} was deleted or replaced by another program, so another "

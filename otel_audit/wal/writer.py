@@ -19,10 +19,6 @@ from .options import Durability
 log = logging.getLogger("otel_audit.wal")
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-# How often an append checks that the active segment is still the file at its path (never
-# mode has no fsync to notice a deleted directory sooner). In ns, compared with the
-# timestamp the append takes anyway, so the check costs nothing between two checks.
-_IDENTITY_CHECK_NS = 1_000_000_000
 
 
 @dataclass
@@ -90,7 +86,6 @@ class SegmentWriter:
         self._tail: list[bytes] = []
         self._synced_size = 0
         self._gen = 0  # bumped whenever the active fd changes, so a late fsync result is ignored
-        self._next_check_ns = 0
         self._sync_cond = threading.Condition(threading.Lock())
         self._syncing = False
         self._stop = threading.Event()
@@ -122,16 +117,13 @@ class SegmentWriter:
     def write(self, payloads: Sequence[bytes], time_ns: int) -> int:
         """Write frames for ``payloads`` in one ``os.write``; return the first seq.
 
+        The caller has checked ``failed`` under the same lock.
+
         Raises:
             OSError: the disk is full (ENOSPC, EDQUOT). The partial frame was cut off
                 again, so the segment ends on a frame boundary and no seq was used.
-            WALError: the writer is failed, or this write just failed it (``failed``).
+            WALError: this write failed the writer (``failed``).
         """
-        if self.failed is not None:
-            raise self.failed
-        if time_ns >= self._next_check_ns and self._fd >= 0:
-            self._next_check_ns = time_ns + _IDENTITY_CHECK_NS
-            self._verify_active()
         data = frame.encode_many(self.next_seq, time_ns, payloads)
         active = self.segments[-1] if self._fd >= 0 else None
         if active is None or (not active.empty and active.size + len(data) > self._segment_bytes):
@@ -183,9 +175,15 @@ class SegmentWriter:
         """Fail the writer for a reason found outside it (the WAL's LOCK vanished); caller holds the lock."""
         return self._fail(what, None)
 
-    def _verify_active(self) -> None:
-        """Fail if someone deleted or replaced the active segment: our writes would vanish with the inode."""
-        how = _identity_problem(self._fd, self.segments[-1].path)
+    def verify_active(self) -> None:
+        """Fail if someone deleted or replaced the active segment: our writes would vanish with the inode.
+
+        Caller holds the lock. Also notices the whole directory renamed away, which the
+        cheaper check after each fsync (link count only) does not.
+        """
+        if self._fd < 0:
+            return
+        how = _identity_problem(self._fd, self.segments[-1].path, by_path=True)
         if how is not None:
             raise self._fail(f"active segment '{self.segments[-1].path}' was {how}", None)
 
@@ -202,7 +200,7 @@ class SegmentWriter:
                 fileio.fsync(self._fd)
             except OSError as exc:
                 raise self._fail(f"fsync of '{active.path}' failed", exc) from exc
-            self._verify_active()
+            self.verify_active()
             self.fsyncs += 1
             self._synced_size = active.size
             self._tail.clear()
@@ -285,7 +283,7 @@ class SegmentWriter:
                 except OSError as exc:
                     problem = (f"fsync of '{active.path}' failed", exc)
                 else:
-                    how = _identity_problem(fd, active.path)
+                    how = _identity_problem(fd, active.path, by_path=False)
                     if how is not None:
                         problem = (f"active segment '{active.path}' was {how}", None)
                 finally:
@@ -441,9 +439,16 @@ class SegmentWriter:
             self._fd = -1
 
 
-def _identity_problem(fd: int, path: Path) -> str | None:
-    """Return how the file at ``path`` stopped being the one ``fd`` writes, or None if it still is."""
+def _identity_problem(fd: int, path: Path, *, by_path: bool) -> str | None:
+    """Return how the file at ``path`` stopped being the one ``fd`` writes, or None if it still is.
+
+    Without ``by_path`` only the link count is read (one fstat, cheap enough for every
+    fsync): deleting or renaming over the segment drops it to 0. The path is looked up
+    only then, to tell which, or when ``by_path`` asks for the full check.
+    """
     held = os.fstat(fd)
+    if not by_path and held.st_nlink > 0:
+        return None
     try:
         on_disk = os.stat(path)
     except FileNotFoundError:

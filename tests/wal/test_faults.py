@@ -22,7 +22,6 @@ import pytest
 from otel_audit.exceptions import WALError, WALFullError
 from otel_audit.wal import WAL, fileio
 from otel_audit.wal import wal as wal_module
-from otel_audit.wal import writer as writer_module
 
 from .conftest import payload_for
 
@@ -365,7 +364,7 @@ def test_directory_deletion_is_noticed_without_any_fsync_in_never_mode(
     wal_dir: Path, quick_recovery: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """never mode has no fsync to notice it: appends check the file's identity once a second."""
-    monkeypatch.setattr(writer_module, "_IDENTITY_CHECK_NS", 0)
+    monkeypatch.setattr(wal_module, "_FILES_CHECK_NS", 0)
     with WAL.open(wal_dir, durability="never") as w:
         w.append_many([payload_for(i) for i in range(1, 6)])
         shutil.rmtree(wal_dir)
@@ -398,7 +397,7 @@ def test_deleted_lock_is_taken_again(
     wal_dir: Path, quick_recovery: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """LOCK removed by a cleanup script: appends stop (someone could take the directory), then the lock is retaken."""
-    monkeypatch.setattr(wal_module, "_LOCK_CHECK_NS", 0)
+    monkeypatch.setattr(wal_module, "_FILES_CHECK_NS", 0)
     with WAL.open(wal_dir, durability="always") as w:
         w.append(payload_for(1))
         (wal_dir / "LOCK").unlink()
@@ -415,7 +414,7 @@ def test_lock_replaced_by_another_writer_abandons_the_directory_for_good(
     wal_dir: Path, quick_recovery: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """If another WAL took the directory meanwhile, the first never writes there again, even after it left."""
-    monkeypatch.setattr(wal_module, "_LOCK_CHECK_NS", 0)
+    monkeypatch.setattr(wal_module, "_FILES_CHECK_NS", 0)
     first = WAL.open(wal_dir, durability="always")
     try:
         first.append(payload_for(1))
