@@ -70,7 +70,6 @@ ExportCallback = Callable[[int, float, str], None]
 # How long the idle loop sleeps in wait_for_append before checking for shutdown.
 _IDLE_POLL = 0.1
 DEFAULT_LINGER = 0.005
-_ACK_CATCH_UP = 5.0
 _HOOK_INTERVAL = 1.0
 # Dead-lettered seqs remembered for dead_letter_reason(): bounded, like any per-record state here.
 _RECENT_DEAD = 10_000
@@ -134,6 +133,7 @@ class Sender:
         self._on_export = on_export
         self._idle_hook = idle_hook
         self._linger = linger
+        self._checkpoint_behind = False
         self._state_path = state_path
         self._last_idle_hook = 0.0
         self._last_state_write = 0.0
@@ -296,6 +296,8 @@ class Sender:
         return batch
 
     def _on_idle(self) -> None:
+        if self._checkpoint_behind:
+            self._checkpoint(self._delivered)
         now = time.monotonic()
         if self._idle_hook is not None and now - self._last_idle_hook >= _HOOK_INTERVAL:
             self._last_idle_hook = now
@@ -460,14 +462,30 @@ class Sender:
     def _ack(self, seq: int) -> None:
         if seq <= self._delivered:
             return
-        if seq > self._wal.last_seq:
-            # The cursor may hand out a frame whose append is still returning (its bytes are in
-            # the file, the writer has not yet advanced last_seq): give the writer a moment.
-            self._wal.wait_for_append(seq - 1, _ACK_CATCH_UP)
-        self._wal.ack(seq)
+        self._checkpoint(seq)
         with self._cond:
             self._delivered = seq
             self._cond.notify_all()
+
+    def _checkpoint(self, seq: int) -> None:
+        """Record delivery in the WAL; on a disk fault keep delivering and catch up later.
+
+        The collector already has these records, so a failed checkpoint must not stop delivery
+        (re-sending the same batch at every back-off would only duplicate it). The next ack, or
+        the idle loop, writes the checkpoint once the disk recovers; a crash before then re-sends
+        them: duplicates, never a loss.
+        """
+        try:
+            self._wal.ack(seq)
+        except WALError as exc:
+            self._note_error(f"checkpoint not written, will retry: {exc}")
+            if not self._checkpoint_behind:
+                _log.warning("records up to seq %d are delivered but the WAL could not record it: %s", seq, exc)
+            self._checkpoint_behind = True
+        else:
+            if self._checkpoint_behind:
+                _log.info("the WAL checkpoint caught up with delivery at seq %d", seq)
+            self._checkpoint_behind = False
 
     def _emit(self, records: int, duration: float, outcome: str) -> None:
         if self._on_export is None or records <= 0:

@@ -34,6 +34,7 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # While the disk is full nobody may notify us when space returns (another program may
 # free it), so a blocked append re-tries its write this often.
 _DISK_FULL_POLL_SECONDS = 0.05
+_ACK_CATCH_UP_SECONDS = 5.0
 _DROP_WARNING_SECONDS = 10.0
 # After an I/O fault, appends fail at once for this long before the WAL tries to rewrite
 # the active segment into a fresh file; the delay doubles on every failed attempt up to
@@ -465,6 +466,12 @@ class WAL:
             WALError: ``upto_seq`` is above ``last_seq``, or the checkpoint could not be written.
         """
         self._check_usable()
+        if upto_seq > self._writer.written_seq:
+            # A cursor may hand out a frame whose bytes are in the file while its append has not
+            # returned yet (written_seq advances after os.write, once the writer has the GIL back).
+            # That frame exists: give the writer a moment instead of failing the sender's ack.
+            with self._cond:
+                self._cond.wait_for(lambda: self._writer.written_seq >= upto_seq, _ACK_CATCH_UP_SECONDS)
         with self._ack_lock:
             if upto_seq <= self._acked:
                 return
