@@ -45,7 +45,8 @@ def test_every_record_of_every_pool_worker_arrives_in_the_order_the_worker_wrote
         if ending == "terminate":
             assert process.stdout is not None and process.stdin is not None
             left = json.loads(process.stdout.readline())
-            assert left == {"orphans": WORKERS, "backlog": WORKERS * RECORDS}
+            # Every record is still there (and the streams' digest records, one per 1,000).
+            assert left["orphans"] == WORKERS and left["backlog"] >= WORKERS * RECORDS, left
             collector.start()
             process.stdin.write("go\n")
             process.stdin.flush()
@@ -61,13 +62,15 @@ def test_every_record_of_every_pool_worker_arrives_in_the_order_the_worker_wrote
     records = unique_by_uid(collector.wait_for_records(WORKERS * RECORDS, timeout_s=60))
     per_task: dict[str, list[ArchivedRecord]] = defaultdict(list)
     for record in records.values():
-        per_task[str(record.attributes["who"])].append(record)
+        if "who" in record.attributes:  # not a stream digest record
+            per_task[str(record.attributes["who"])].append(record)
     assert sorted(per_task) == sorted(f"task-{k}" for k in range(WORKERS))
     shards = set()
     for task, written in per_task.items():
         # In the archive's order (first arrival of each record): exactly the order the worker wrote.
         assert [r.attributes["i"] for r in written] == list(range(RECORDS)), task
-        assert [r.attributes["audit.sequence.number"] for r in written] == list(range(1, RECORDS + 1)), task
+        numbers = [int(r.attributes["audit.sequence.number"]) for r in written]  # type: ignore[arg-type]
+        assert numbers == sorted(set(numbers)), task  # the chain's order too (digest records take numbers)
         assert len({r.attributes["audit.sequence.stream_id"] for r in written}) == 1, task
         [shard] = {r.resource[SHARD_ID_ATTRIBUTE] for r in written}
         shards.add(shard)

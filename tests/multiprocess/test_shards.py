@@ -12,7 +12,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
 from opentelemetry.sdk.resources import Resource
 
 from otel_audit.encoding import encode_context
-from otel_audit.pipeline import with_shard_id
+from otel_audit.shard_pipeline import with_shard_id
 from otel_audit.shards import (
     SHARD_ID_ATTRIBUTE,
     SHARDS_DIRNAME,
