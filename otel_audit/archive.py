@@ -174,7 +174,7 @@ def anyvalue_to_python(value: Mapping[str, object]) -> PyValue:
     if kind in ("boolValue", "bool_value"):
         return _expect(raw, bool, kind)
     if kind in ("intValue", "int_value"):
-        return _to_int(raw, kind)
+        return json_int(raw, kind)
     if kind in ("doubleValue", "double_value"):
         if isinstance(raw, bool) or not isinstance(raw, int | float | str):
             raise ValueError(f"{kind} must be a number, got {raw!r}")
@@ -213,7 +213,7 @@ def _as_paths(paths: PathLike | Iterable[PathLike]) -> list[Path]:
 def _iter_files(paths: list[Path], stats: ArchiveStats, missing_ok: bool) -> Iterator[ArchivedRecord]:
     for path in paths:
         try:
-            stream = _open(path)
+            stream = open_archive(path)
         except FileNotFoundError:
             if missing_ok:
                 continue
@@ -223,16 +223,31 @@ def _iter_files(paths: list[Path], stats: ArchiveStats, missing_ok: bool) -> Ite
             yield from _read_stream(stream, str(path), stats)
 
 
-def _open(path: Path) -> IO[bytes]:
+def is_gzip(path: Path) -> bool:
+    """Whether the file starts with the gzip magic bytes (rotated files may be compressed, whatever their name)."""
     with open(path, "rb") as probe:
-        magic = probe.read(2)
-    if magic == _GZIP_MAGIC:
+        return probe.read(2) == _GZIP_MAGIC
+
+
+def open_archive(path: Path) -> IO[bytes]:
+    """Open one archive file for reading bytes, decompressing it if it is gzip.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError, PermissionError: as `open` does.
+    """
+    if is_gzip(path):
         return cast(IO[bytes], gzip.open(path, "rb"))
     return open(path, "rb")
 
 
-def _read_stream(stream: IO[bytes], source: str, stats: ArchiveStats) -> Iterator[ArchivedRecord]:
-    line_number = 0
+def numbered_lines(stream: IO[bytes], source: str, stats: ArchiveStats) -> Iterator[tuple[int, bytes]]:
+    """Yield (1-based line number, raw line) of an open archive file.
+
+    A gzip stream cut short or damaged ends the iteration and counts as one torn line in `stats`:
+    what came before the damage has been read. The caller counts `stats.lines` itself (it may stop
+    early, e.g. at a line still being written).
+    """
+    number = 0
     lines = iter(stream)
     while True:
         try:
@@ -240,18 +255,29 @@ def _read_stream(stream: IO[bytes], source: str, stats: ArchiveStats) -> Iterato
         except StopIteration:
             return
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            # A gzip file cut short or damaged: what came before the damage has been read.
             stats.torn_lines += 1
-            stats._note(source, line_number + 1, f"compressed stream unreadable from here ({exc})")
+            stats._note(source, number + 1, f"compressed stream unreadable from here ({exc})")
             return
-        line_number += 1
+        number += 1
+        yield number, line
+
+
+def _read_stream(stream: IO[bytes], source: str, stats: ArchiveStats) -> Iterator[ArchivedRecord]:
+    for line_number, line in numbered_lines(stream, source, stats):
         stats.lines += 1
         if line.strip():
-            for obj in _objects_in_line(line, source, line_number, stats):
+            for obj in requests_in_line(line, source, line_number, stats):
                 yield from _records_of(obj, source, line_number, stats)
 
 
-def _objects_in_line(line: bytes, source: str, line_number: int, stats: ArchiveStats) -> Iterator[object]:
+def requests_in_line(line: bytes, source: str, line_number: int, stats: ArchiveStats) -> Iterator[object]:
+    """The JSON values of one archive line: normally one OTLP/JSON export request.
+
+    A line torn by a killed collector is glued to the request the restarted collector appended:
+    the complete requests on it are yielded, and each tear is counted once in `stats.torn_lines`
+    (and noted in `stats.problems`). The values are not checked to be logs requests: the caller
+    decides what another signal or a malformed request means to it.
+    """
     try:
         yield json.loads(line)
         return
@@ -313,38 +339,76 @@ def _records_of(obj: object, source: str, line_number: int, stats: ArchiveStats)
 def _decode_resource_logs(resource_logs: object, source: str, line_number: int) -> Iterator[ArchivedRecord]:
     for rl in _expect(resource_logs, list, "resourceLogs"):
         rl = _expect(rl, dict, "resourceLogs[]")
-        resource = attributes_to_dict(
-            _expect((rl.get("resource") or {}).get("attributes", []), list, "resource")
-        )
+        # Resource and scope are decoded once and shared by their records.
+        resource = _resource(rl.get("resource"))
         for sl in _expect(_get(rl, "scopeLogs", "scope_logs") or [], list, "scopeLogs"):
             sl = _expect(sl, dict, "scopeLogs[]")
-            scope = _expect(sl.get("scope") or {}, dict, "scope")
-            scope_name = _expect(scope.get("name", ""), str, "scope.name")
-            scope_version = _expect(scope.get("version", ""), str, "scope.version")
+            scope_name, scope_version = _scope(sl.get("scope"))
             for lr in _expect(_get(sl, "logRecords", "log_records") or [], list, "logRecords"):
-                lr = _expect(lr, dict, "logRecords[]")
-                yield ArchivedRecord(
-                    time_unix_nano=_to_int(_get(lr, "timeUnixNano", "time_unix_nano") or 0, "timeUnixNano"),
-                    observed_time_unix_nano=_to_int(
-                        _get(lr, "observedTimeUnixNano", "observed_time_unix_nano") or 0,
-                        "observedTimeUnixNano",
-                    ),
-                    event_name=_expect(_get(lr, "eventName", "event_name") or "", str, "eventName"),
-                    body=anyvalue_to_python(lr.get("body") or {}),
-                    attributes=attributes_to_dict(_expect(lr.get("attributes") or [], list, "attributes")),
-                    trace_id=_hex_id(_get(lr, "traceId", "trace_id"), 16, "traceId"),
-                    span_id=_hex_id(_get(lr, "spanId", "span_id"), 8, "spanId"),
-                    flags=_to_int(lr.get("flags") or 0, "flags"),
-                    severity_number=_severity(_get(lr, "severityNumber", "severity_number")),
-                    severity_text=_expect(
-                        _get(lr, "severityText", "severity_text") or "", str, "severityText"
-                    ),
-                    resource=resource,
-                    scope_name=scope_name,
-                    scope_version=scope_version,
-                    source=source,
-                    line_number=line_number,
-                )
+                yield _log_record(lr, resource, scope_name, scope_version, source, line_number)
+
+
+def record_from_json(
+    resource: object,
+    scope: object,
+    log_record: object,
+    *,
+    source: str = "",
+    line_number: int = 0,
+) -> ArchivedRecord:
+    """One OTLP/JSON LogRecord with its Resource and InstrumentationScope objects, as the reader yields it.
+
+    For callers that hold the parts of a request rather than a line: the CLI decodes a WAL record
+    (turned into OTLP/JSON by protobuf) or a single archived record with this, so both end up as
+    the very same model, checked by the same rules. A missing resource or scope may be None.
+
+    Raises:
+        ValueError: the objects are not OTLP/JSON.
+    """
+    scope_name, scope_version = _scope(scope)
+    return _log_record(log_record, _resource(resource), scope_name, scope_version, source, line_number)
+
+
+def _resource(resource: object) -> dict[str, PyValue]:
+    resource = _expect(resource or {}, dict, "resource")
+    return attributes_to_dict(_expect(resource.get("attributes", []), list, "resource"))
+
+
+def _scope(scope: object) -> tuple[str, str]:
+    scope = _expect(scope or {}, dict, "scope")
+    name = _expect(scope.get("name", ""), str, "scope.name")
+    return name, _expect(scope.get("version", ""), str, "scope.version")
+
+
+def _log_record(
+    lr: object,
+    resource: Mapping[str, PyValue],
+    scope_name: str,
+    scope_version: str,
+    source: str,
+    line_number: int,
+) -> ArchivedRecord:
+    lr = _expect(lr, dict, "logRecords[]")
+    return ArchivedRecord(
+        time_unix_nano=json_int(_get(lr, "timeUnixNano", "time_unix_nano") or 0, "timeUnixNano"),
+        observed_time_unix_nano=json_int(
+            _get(lr, "observedTimeUnixNano", "observed_time_unix_nano") or 0,
+            "observedTimeUnixNano",
+        ),
+        event_name=_expect(_get(lr, "eventName", "event_name") or "", str, "eventName"),
+        body=anyvalue_to_python(lr.get("body") or {}),
+        attributes=attributes_to_dict(_expect(lr.get("attributes") or [], list, "attributes")),
+        trace_id=hex_id(_get(lr, "traceId", "trace_id"), 16, "traceId"),
+        span_id=hex_id(_get(lr, "spanId", "span_id"), 8, "spanId"),
+        flags=json_int(lr.get("flags") or 0, "flags"),
+        severity_number=_severity(_get(lr, "severityNumber", "severity_number")),
+        severity_text=_expect(_get(lr, "severityText", "severity_text") or "", str, "severityText"),
+        resource=resource,
+        scope_name=scope_name,
+        scope_version=scope_version,
+        source=source,
+        line_number=line_number,
+    )
 
 
 def _get(obj: Mapping[str, object], camel: str, snake: str) -> object:
@@ -359,7 +423,12 @@ def _expect(value: object, kind: type[_T], what: str) -> _T:
     raise _Malformed(f"{what} must be {getattr(kind, '__name__', kind)}, got {value!r:.60}")
 
 
-def _to_int(value: object, what: str) -> int:
+def json_int(value: object, what: str) -> int:
+    """An OTLP/JSON integer field: a JSON integer, or the decimal string proto3 JSON writes for 64 bits.
+
+    Raises:
+        ValueError: anything else (a bool, a float, a non-decimal string); `what` names the field.
+    """
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -370,8 +439,14 @@ def _to_int(value: object, what: str) -> int:
     raise _Malformed(f"{what} must be an integer or decimal string, got {value!r:.60}")
 
 
-def _hex_id(value: object, size: int, what: str) -> str:
-    """pdata writes trace/span ids as hex; generic proto3 JSON writes base64. Accept both."""
+def hex_id(value: object, size: int, what: str) -> str:
+    """Lower-case hex of an OTLP/JSON trace or span id of `size` bytes; "" when absent (None or "").
+
+    pdata writes trace/span ids as hex; generic proto3 JSON writes base64. Accept both.
+
+    Raises:
+        ValueError: the value is neither `size` bytes of hex nor of base64.
+    """
     if value is None or value == "":
         return ""
     text = _expect(value, str, what)
@@ -400,7 +475,7 @@ def _severity(value: object) -> int:
             return int(SeverityNumber.Value(value))
         except ValueError as exc:
             raise _Malformed(f"unknown severityNumber {value!r}") from exc
-    return _to_int(value, "severityNumber")
+    return json_int(value, "severityNumber")
 
 
 __all__ = [
@@ -411,5 +486,12 @@ __all__ = [
     "anyvalue_to_python",
     "archive_files",
     "attributes_to_dict",
+    "hex_id",
+    "is_gzip",
     "iter_archive",
+    "json_int",
+    "numbered_lines",
+    "open_archive",
+    "record_from_json",
+    "requests_in_line",
 ]

@@ -19,6 +19,7 @@ from otel_audit.archive import (
     anyvalue_to_python,
     archive_files,
     iter_archive,
+    record_from_json,
 )
 
 TRACE_ID = "4fa3153e1d2940276bdf40d99d16c977"
@@ -217,6 +218,40 @@ def test_malformed_requests_are_counted_with_their_location(tmp_path: Path) -> N
     assert reader.stats.torn_lines == 0
     assert reader.stats.problems[0] == f"{path}:1: not a JSON object but list"
     assert reader.stats.problems[1].startswith(f"{path}:2: not an OTLP logs request: traceId")
+
+
+def test_a_resource_that_is_not_an_object_is_counted_not_raised(tmp_path: Path) -> None:
+    """Nothing in a file's content makes the reader raise: a non-object resource is a malformed request."""
+    path = tmp_path / "audit.jsonl"
+    bad = _request(_record("x1"))
+    bad["resourceLogs"][0]["resource"] = "svc"
+    path.write_text(json.dumps(bad) + "\n" + _line("r1") + "\n")
+    reader = ArchiveReader(path)
+
+    assert _ids(list(reader.records())) == ["r1"]
+    assert reader.stats.malformed_lines == 1
+    assert reader.stats.problems[0].startswith(f"{path}:1: not an OTLP logs request: resource")
+
+
+def test_record_from_json_builds_what_the_reader_yields(tmp_path: Path) -> None:
+    """One record decoded from its parts equals the reader's, and breaks the same rules the same way."""
+    request = _request(_record("r1"))
+    path = tmp_path / "audit.jsonl"
+    path.write_text(json.dumps(request) + "\n")
+    (expected,) = list(iter_archive(path))
+    rl = request["resourceLogs"][0]
+    sl = rl["scopeLogs"][0]
+
+    record = record_from_json(rl["resource"], sl["scope"], sl["logRecords"][0], source="x", line_number=3)
+
+    assert record == expected
+    assert dict(record.resource) == {"service.name": "svc"}
+    assert (record.scope_name, record.source, record.line_number) == ("otel_audit", "x", 3)
+    assert record_from_json(None, None, {}).resource == {}
+    with pytest.raises(ValueError, match="traceId"):
+        record_from_json(rl["resource"], sl["scope"], _record("r2", traceId="not-an-id"))
+    with pytest.raises(ValueError, match="scope"):
+        record_from_json(rl["resource"], ["not", "a", "scope"], _record("r2"))
 
 
 def test_protobuf_json_with_base64_ids_and_snake_case_is_read(tmp_path: Path) -> None:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import time
-import zlib
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError
@@ -20,12 +18,16 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs
 from otel_audit.archive import (
     ArchivedRecord,
     ArchiveStats,
-    PyValue,
     anyvalue_to_python,
     archive_files,
-    attributes_to_dict,
+    hex_id,
+    is_gzip,
+    json_int,
+    numbered_lines,
+    open_archive,
+    record_from_json,
+    requests_in_line,
 )
-from otel_audit.archive import _objects_in_line as _objects_in_line
 from otel_audit.exceptions import OtelAuditError
 from otel_audit.export.contexts import ContextStore
 from otel_audit.export.payload import decode_payload
@@ -127,79 +129,7 @@ class Source(ABC):
         return []
 
 
-# -- converting OTLP/JSON to the archive's model ----------------------------------------------
-
-
-def _hex_id(value: object, size: int) -> str:
-    """The collector writes ids as hex; protobuf's JSON form writes base64. Accept both."""
-    if not value:
-        return ""
-    text = str(value)
-    if len(text) == 2 * size:
-        try:
-            bytes.fromhex(text)
-            return text.lower()
-        except ValueError:
-            pass
-    import base64
-    import binascii
-
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except binascii.Error:
-        raw = b""
-    if len(raw) != size:
-        raise ValueError(f"id {text!r:.40} is neither {size} bytes of hex nor of base64")
-    return raw.hex()
-
-
-def _int(value: object) -> int:
-    if value is None or value == "":
-        return 0
-    if isinstance(value, bool):
-        raise ValueError(f"expected an integer, got {value!r}")
-    if isinstance(value, int | str):
-        return int(value)
-    raise ValueError(f"expected an integer, got {value!r:.40}")
-
-
-def record_from_otlp_json(
-    resource: Mapping[str, Any],
-    scope: Mapping[str, Any],
-    log_record: Mapping[str, Any],
-    *,
-    source: str = "",
-    line_number: int = 0,
-) -> ArchivedRecord:
-    """Build an ArchivedRecord from one OTLP/JSON LogRecord and its resource and scope objects.
-
-    A thin adapter over the archive module's public AnyValue/KeyValue converters, so a WAL record
-    (turned into OTLP/JSON by protobuf) and an archived one (written by the collector) end up as the
-    very same model.
-
-    Raises:
-        ValueError: the objects are not OTLP/JSON.
-    """
-    lr = log_record
-    body_json = lr.get("body")
-    body: PyValue = anyvalue_to_python(body_json) if isinstance(body_json, Mapping) else None
-    return ArchivedRecord(
-        time_unix_nano=_int(lr.get("timeUnixNano")),
-        observed_time_unix_nano=_int(lr.get("observedTimeUnixNano")),
-        event_name=str(lr.get("eventName") or ""),
-        body=body,
-        attributes=attributes_to_dict(lr.get("attributes") or []),
-        trace_id=_hex_id(lr.get("traceId"), 16),
-        span_id=_hex_id(lr.get("spanId"), 8),
-        flags=_int(lr.get("flags")),
-        severity_number=_int(lr.get("severityNumber")),
-        severity_text=str(lr.get("severityText") or ""),
-        resource=attributes_to_dict(resource.get("attributes") or []),
-        scope_name=str(scope.get("name") or ""),
-        scope_version=str(scope.get("version") or ""),
-        source=source,
-        line_number=line_number,
-    )
+# -- what list columns and filters compare ----------------------------------------------------
 
 
 def _anyvalue_text(value: object) -> str:
@@ -278,7 +208,7 @@ class WalEntry(Entry):
         resource = MessageToDict(context.resource)
         scope = MessageToDict(context.scope_logs[0].scope) if context.scope_logs else {}
         try:
-            return record_from_otlp_json(
+            return record_from_json(
                 resource, scope, MessageToDict(pb, use_integers_for_enums=True), source=str(self._wal_dir)
             )
         except ValueError as exc:
@@ -455,7 +385,9 @@ class ArchiveEntry(Entry):
     @property
     def time_unix_nano(self) -> int:
         try:
-            return _int(self._lr.get("timeUnixNano")) or _int(self._lr.get("observedTimeUnixNano"))
+            return json_int(self._lr.get("timeUnixNano") or 0, "timeUnixNano") or json_int(
+                self._lr.get("observedTimeUnixNano") or 0, "observedTimeUnixNano"
+            )
         except ValueError:
             return 0
 
@@ -466,7 +398,7 @@ class ArchiveEntry(Entry):
     @property
     def trace_id(self) -> str:
         try:
-            return _hex_id(self._lr.get("traceId"), 16)
+            return hex_id(self._lr.get("traceId"), 16, "traceId")
         except ValueError:
             return ""
 
@@ -478,7 +410,7 @@ class ArchiveEntry(Entry):
 
     def record(self) -> ArchivedRecord:
         try:
-            return record_from_otlp_json(
+            return record_from_json(
                 self._resource, self._scope, self._lr, source=self._source, line_number=self._line
             )
         except ValueError as exc:
@@ -514,7 +446,7 @@ class _Scan:
         for index, path in enumerate(self.paths):
             last_file = index == len(self.paths) - 1
             try:
-                stream = _open_archive(path)
+                stream = open_archive(path)
             except FileNotFoundError:
                 raise SourceError(f"archive file {path} does not exist") from None
             except IsADirectoryError:
@@ -524,14 +456,14 @@ class _Scan:
             self.stats.files += 1
             offset = 0
             with stream:
-                for line_number, line in _lines(stream, str(path), self.stats):
+                for line_number, line in numbered_lines(stream, str(path), self.stats):
                     if complete_lines_only and not line.endswith(b"\n"):
                         break  # being written right now: the follower will read it when whole
                     offset += len(line)
                     self.stats.lines += 1
                     if not line.strip():
                         continue
-                    for request in _requests_in_line(line, str(path), line_number, self.stats):
+                    for request in requests_in_line(line, str(path), line_number, self.stats):
                         for resource, scope, lrs in _record_groups(
                             request, str(path), line_number, self.stats
                         ):
@@ -544,47 +476,9 @@ class _Scan:
                                     return
                                 if seq > after:
                                     yield ArchiveEntry(seq, lr, resource, scope, str(path), line_number)
-                if last_file and not _is_gzip(path):
+                if last_file and not is_gzip(path):
                     self.follow_state = _FollowState(path, os.fstat(stream.fileno()).st_ino, offset)
         self.stats.records = seq
-
-
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as probe:
-        return probe.read(2) == b"\x1f\x8b"
-
-
-def _open_archive(path: Path) -> IO[bytes]:
-    if path.is_dir():
-        raise IsADirectoryError(str(path))
-    if _is_gzip(path):
-        return cast(IO[bytes], gzip.open(path, "rb"))
-    return open(path, "rb")
-
-
-def _lines(stream: IO[bytes], source: str, stats: ArchiveStats) -> Iterator[tuple[int, bytes]]:
-    number = 0
-    it = iter(stream)
-    while True:
-        try:
-            line = next(it)
-        except StopIteration:
-            return
-        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            stats.torn_lines += 1
-            stats._note(source, number + 1, f"compressed stream unreadable from here ({exc})")
-            return
-        number += 1
-        yield number, line
-
-
-def _requests_in_line(line: bytes, source: str, line_number: int, stats: ArchiveStats) -> Iterator[object]:
-    """The JSON objects of one line, torn fragments skipped and counted exactly as the archive reader does.
-
-    Borrowed from otel_audit.archive (private there until it exposes a per-line API), so both
-    readers agree on what a torn line is.
-    """
-    return _objects_in_line(line, source, line_number, stats)
 
 
 def _record_groups(
@@ -714,7 +608,7 @@ class ArchiveSource(Source):
                         continue
                     line, pending = pending, b""
                     line_number += 1
-                    for request in _requests_in_line(line, str(state.path), line_number, stats):
+                    for request in requests_in_line(line, str(state.path), line_number, stats):
                         for resource, scope, lrs in _record_groups(
                             request, str(state.path), line_number, stats
                         ):
@@ -759,5 +653,4 @@ __all__ = [
     "SourceError",
     "WalEntry",
     "WalSource",
-    "record_from_otlp_json",
 ]

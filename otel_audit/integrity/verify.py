@@ -14,23 +14,28 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import hashlib
 import heapq
 import os
 import struct
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final, cast
+from typing import Any, Final, cast
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs
 
-from otel_audit.archive import ArchiveStats, archive_files
+from otel_audit.archive import (
+    ArchiveStats,
+    archive_files,
+    is_gzip,
+    numbered_lines,
+    open_archive,
+    requests_in_line,
+)
 from otel_audit.canonical import INTEGRITY_PREFIX, canonical_bytes, canonical_bytes_from_otlp_json
 from otel_audit.exceptions import OtelAuditError, WALCorruptionError, WALError
 from otel_audit.integrity.chain import (
@@ -1172,8 +1177,6 @@ def verify_archive(
     Raises:
         FileNotFoundError: a path does not exist.
     """
-    from otel_audit.archive import _objects_in_line  # the archive's own torn-line parser, shared with the CLI
-
     files: list[Path] = []
     for raw in [paths] if isinstance(paths, (str, os.PathLike)) else list(paths):
         path = Path(raw)
@@ -1190,20 +1193,18 @@ def verify_archive(
         max_findings=max_findings,
     )
     stats = ArchiveStats()
-    gzipped = [_is_gzip(p) for p in files]
-    total = None if any(gzipped) else sum(p.stat().st_size for p in files)
+    total = None if any(is_gzip(p) for p in files) else sum(p.stat().st_size for p in files)
     done = 0
-    for path, is_gz in zip(files, gzipped, strict=True):
+    for path in files:
         source = verifier.source(str(path))
-        stream: IO[bytes] = cast(IO[bytes], gzip.open(path, "rb")) if is_gz else open(path, "rb")  # noqa: SIM115
-        with stream:
-            for line_number, line in _lines(stream, str(path), stats):
+        with open_archive(path) as stream:
+            for line_number, line in numbered_lines(stream, str(path), stats):
                 done += len(line)
                 if progress is not None and line_number % 64 == 0:
                     progress(done, total)
                 if not line.strip():
                     continue
-                for request in _objects_in_line(line, str(path), line_number, stats):
+                for request in requests_in_line(line, str(path), line_number, stats):
                     _add_request(verifier, request, source, line_number)
     if stats.torn_lines:
         verifier.add_notice(
@@ -1276,27 +1277,6 @@ def _json_resource_integrity(resource: object) -> tuple[str | None, str | None] 
             if isinstance(value, str):
                 found[kv["key"]] = value
     return found.get(RESOURCE_INTEGRITY_ALGORITHM), found.get(RESOURCE_INTEGRITY_CERTIFICATE)
-
-
-def _lines(stream: IO[bytes], source: str, stats: ArchiveStats) -> Iterator[tuple[int, bytes]]:
-    number = 0
-    lines = iter(stream)
-    while True:
-        try:
-            line = next(lines)
-        except StopIteration:
-            return
-        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            stats.torn_lines += 1
-            stats._note(source, number + 1, f"compressed stream unreadable from here ({exc})")  # noqa: SLF001
-            return
-        number += 1
-        yield number, line
-
-
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as probe:
-        return probe.read(2) == b"\x1f\x8b"
 
 
 def _count_files(directory: Path) -> int:
