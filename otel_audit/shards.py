@@ -137,13 +137,19 @@ class ShardRoot:
 
         Opening a WAL prepares its directory before taking LOCK, so two processes opening the same
         orphan at once could trip over each other's files; under this lock they take turns. It is a
-        flock on a descriptor of its own, released when the descriptor is closed, and never nested.
+        flock on a descriptor of its own, never nested (a second flock in the same process would wait
+        for the first).
         """
         self.shards_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.shards_dir / ROOT_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            try:
+                yield
+            finally:
+                # Unlock explicitly, not just close: a child forked meanwhile shares the descriptor,
+                # and its copy would otherwise keep the whole root locked for as long as it lives.
+                fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
 

@@ -5,7 +5,10 @@ OFD locks conflict inside one process too, so a WAL held open here stands for a 
 
 from __future__ import annotations
 
+import fcntl
 import os
+import signal
+import time
 from pathlib import Path
 
 from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
@@ -159,3 +162,22 @@ def test_the_shard_id_is_added_to_the_resource_of_every_stored_context() -> None
     assert attributes[SHARD_ID_ATTRIBUTE] == "0123456789abcdef"
     assert attributes["service.name"] == "billing"
     assert [kv.key for kv in message.resource.attributes].count(SHARD_ID_ATTRIBUTE) == 1
+
+
+def test_a_child_forked_while_the_root_lock_is_held_does_not_keep_the_root_locked(tmp_path: Path) -> None:
+    """The child shares the lock's descriptor; leaving the block must still free the root for everyone."""
+    roots = ShardRoot(tmp_path)
+    with roots.locked():
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child only waits to be killed
+            time.sleep(30)
+            os._exit(0)
+    try:
+        fd = os.open(tmp_path / SHARDS_DIRNAME / ".lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if the child's copy held it
+        finally:
+            os.close(fd)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
