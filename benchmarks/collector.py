@@ -22,8 +22,8 @@ class ArchiveCounter:
         self._offset = 0
         self._partial = b""
 
-    def count_new(self) -> tuple[int, int]:
-        """(records, bytes of OTLP/JSON) archived since the previous call."""
+    def count_new(self, event_name: str | None = None) -> tuple[int, int]:
+        """(records, bytes of OTLP/JSON) archived since the previous call; only ``event_name``'s if given."""
         if not self._path.exists():
             return 0, 0
         with open(self._path, "rb") as archive:
@@ -39,5 +39,9 @@ class ArchiveCounter:
                 request = json.loads(line)
                 for rl in request.get("resourceLogs", ()):
                     for sl in rl.get("scopeLogs", ()):
-                        records += len(sl.get("logRecords", ()))
+                        logs = sl.get("logRecords", ())
+                        if event_name is None:
+                            records += len(logs)
+                        else:
+                            records += sum(1 for lr in logs if lr.get("eventName") == event_name)
         return records, len(data) - len(self._partial)

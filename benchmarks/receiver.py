@@ -9,6 +9,7 @@ comparable with the producer's clock) and ``POST /reset``. :class:`Receiver` sta
 from __future__ import annotations
 
 import argparse
+import collections
 import http.server
 import json
 import subprocess
@@ -41,12 +42,18 @@ class Counter:
             self.bytes = 0
             self.first: float | None = None
             self.last: float | None = None
+            self.events: collections.Counter[str] = collections.Counter()
 
     def add(self, body: bytes) -> None:
         request = ExportLogsServiceRequest.FromString(body)
-        n = sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
+        # Per event name, so records the library adds (stream digests) are told from the workload's.
+        events = collections.Counter(
+            lr.event_name for rl in request.resource_logs for sl in rl.scope_logs for lr in sl.log_records
+        )
+        n = sum(events.values())
         now = time.monotonic()
         with self._lock:
+            self.events.update(events)
             self.records += n
             self.requests += 1
             self.bytes += len(body)
@@ -62,6 +69,7 @@ class Counter:
                 "bytes": self.bytes,
                 "first": self.first,
                 "last": self.last,
+                "events": dict(self.events),
             }
 
 
