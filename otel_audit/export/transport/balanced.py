@@ -9,24 +9,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
-from otel_audit.exceptions import ConfigError, ExportError
-from otel_audit.export.transport.base import ExportResult
-from otel_audit.export.transport.grpc import EXPORT_METHOD, classify
+from otel_audit.exceptions import ConfigError
+from otel_audit.export.transport.grpc import RECONNECT_OPTIONS, ChannelTransport, channel_compression
 
 DEFAULT_EJECTION_INTERVAL = 10.0
 BASE_EJECTION_SECONDS = 10
 MAX_EJECTION_SECONDS = 120
-
-# Same reconnect pacing as GrpcTransport: the sender's backoff paces attempts, and grpc's default
-# (up to 120 s) would leave a restarted gateway unused long after it is back.
-_OPTIONS: tuple[tuple[str, Any], ...] = (
-    ("grpc.initial_reconnect_backoff_ms", 250),
-    ("grpc.min_reconnect_backoff_ms", 250),
-    ("grpc.max_reconnect_backoff_ms", 5000),
-    ("grpc.primary_user_agent", "otel-audit"),
-)
 
 
 def round_robin_target(endpoints: Sequence[str], insecure: bool | None) -> str | None:
@@ -94,7 +83,7 @@ def service_config(ejection_interval: float) -> str:
     )
 
 
-class BalancedGrpcTransport:
+class BalancedGrpcTransport(ChannelTransport):
     """Plaintext OTLP/gRPC to several gateways by IP address, balanced by grpcio itself; thread-safe.
 
     One channel holds a connection to every gateway and sends each request to the next READY one
@@ -116,48 +105,21 @@ class BalancedGrpcTransport:
         scheme, _, addresses = target.partition(":")
         if scheme not in ("ipv4", "ipv6") or not addresses:
             raise ConfigError(f"balanced gRPC target {target!r} is not ipv4:a:p,b:p or ipv6:[a]:p,[b]:p")
-        if compression not in (None, "none", "gzip"):
-            raise ConfigError(f"compression={compression!r} is not one of: none, gzip")
+        grpc_compression = channel_compression(compression)
         self._target = target
         self._endpoint = ",".join(f"http://{address}" for address in addresses.split(","))
-        self._compression = grpc.Compression.Gzip if compression == "gzip" else grpc.Compression.NoCompression
-        self._metadata = tuple((k.lower(), v) for k, v in (headers or {}).items())
-        options = [*_OPTIONS, ("grpc.service_config", service_config(ejection_interval)), *channel_options]
-        self._channel = grpc.insecure_channel(target, options=options)
-        self._export = self._channel.unary_unary(
-            EXPORT_METHOD,
-            request_serializer=None,
-            response_deserializer=ExportLogsServiceResponse.FromString,
-        )
-        self._closed = False
+        options = [
+            *RECONNECT_OPTIONS,
+            ("grpc.service_config", service_config(ejection_interval)),
+            *channel_options,
+        ]
+        channel = grpc.insecure_channel(target, options=options)
+        super().__init__(channel, self._endpoint, headers, grpc_compression)
 
     @property
     def endpoint(self) -> str:
         """Every gateway, comma-separated: which one took a request is grpc's choice."""
         return self._endpoint
-
-    def send(self, request: bytes, timeout: float) -> ExportResult:
-        """Export one request to the next ready gateway; raises ExportError as classified by ``classify``."""
-        if self._closed:
-            raise ExportError(f"gRPC transport to {self._endpoint} is closed", retryable=True, status="CLOSED")
-        try:
-            response = self._export(
-                request, timeout=timeout, metadata=self._metadata, compression=self._compression
-            )
-        except grpc.RpcError as err:
-            call: Any = err
-            raise classify(call.code(), call.details(), call.trailing_metadata(), self._endpoint) from None
-        except ValueError as err:  # grpcio raises ValueError on a channel closed under us
-            raise ExportError(
-                f"gRPC transport to {self._endpoint} is closed: {err}", retryable=True, status="CLOSED"
-            ) from None
-        partial = response.partial_success
-        return ExportResult(int(partial.rejected_log_records), str(partial.error_message))
-
-    def close(self) -> None:
-        """Close the channel; calls in flight end at once with CANCELLED."""
-        self._closed = True
-        self._channel.close()
 
 
 __all__ = ["BalancedGrpcTransport", "round_robin_target", "service_config"]

@@ -38,14 +38,17 @@ endpoint, credential or server. Dead-lettering would empty the whole backlog int
 record at a time, so these are raised as retryable and the records wait in the WAL for the fix.
 """
 
-# Reconnect quickly after an outage: the sender's own backoff paces the attempts, and grpc's
-# default reconnect backoff (up to 120 s) would add a long silent delay after the collector is back.
-_DEFAULT_OPTIONS: tuple[tuple[str, Any], ...] = (
+RECONNECT_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 250),
     ("grpc.min_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 5000),
     ("grpc.primary_user_agent", "otel-audit"),
 )
+"""Channel options of every transport: reconnect quickly after an outage.
+
+The sender's own backoff paces the attempts, and grpc's default reconnect backoff (up to 120 s)
+would add a long silent delay after the collector (or a restarted gateway) is back.
+"""
 
 
 def retry_delay(trailing_metadata: Sequence[tuple[str, str | bytes]] | None) -> float | None:
@@ -87,13 +90,73 @@ def classify(
     )
 
 
-class GrpcTransport:
+def channel_compression(compression: str | None) -> grpc.Compression:
+    """grpc's compression for the OTLP ``compression`` setting (none or gzip).
+
+    Raises:
+        ConfigError: any other value.
+    """
+    if compression not in (None, "none", "gzip"):
+        raise ConfigError(f"compression={compression!r} is not one of: none, gzip")
+    return grpc.Compression.Gzip if compression == "gzip" else grpc.Compression.NoCompression
+
+
+class ChannelTransport:
+    """Exports over one open grpcio channel and closes it: what every gRPC transport shares.
+
+    Subclasses differ only in how they build the channel; ``peer`` names the collector (or
+    gateways) in error messages. The request is sent as already-serialized bytes (identity
+    serializer), the response parsed as ``ExportLogsServiceResponse`` for ``partial_success``.
+    """
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        peer: str,
+        headers: Mapping[str, str] | None,
+        compression: grpc.Compression,
+    ) -> None:
+        self._channel = channel
+        self._peer = peer
+        # gRPC metadata keys must be lower case; values are never logged.
+        self._metadata = tuple((k.lower(), v) for k, v in (headers or {}).items())
+        self._compression = compression
+        self._export = channel.unary_unary(
+            EXPORT_METHOD,
+            request_serializer=None,
+            response_deserializer=ExportLogsServiceResponse.FromString,
+        )
+        self._closed = False
+
+    def send(self, request: bytes, timeout: float) -> ExportResult:
+        """Export one request; raises ExportError classified by :func:`classify`."""
+        if self._closed:
+            raise ExportError(f"gRPC transport to {self._peer} is closed", retryable=True, status="CLOSED")
+        try:
+            response = self._export(
+                request, timeout=timeout, metadata=self._metadata, compression=self._compression
+            )
+        except grpc.RpcError as err:
+            call: Any = err
+            raise classify(call.code(), call.details(), call.trailing_metadata(), self._peer) from None
+        except ValueError as err:  # grpcio raises ValueError on a channel closed under us
+            raise ExportError(
+                f"gRPC transport to {self._peer} is closed: {err}", retryable=True, status="CLOSED"
+            ) from None
+        partial = response.partial_success
+        return ExportResult(int(partial.rejected_log_records), str(partial.error_message))
+
+    def close(self) -> None:
+        """Close the channel; calls in flight end at once with CANCELLED."""
+        self._closed = True
+        self._channel.close()
+
+
+class GrpcTransport(ChannelTransport):
     """One grpcio channel to one collector; thread-safe (grpc channels are).
 
-    The request is sent as already-serialized bytes (identity serializer), the response parsed as
-    ``ExportLogsServiceResponse`` for ``partial_success``. TLS follows the OTLP exporter rules: an
-    ``https`` scheme is always TLS; otherwise ``insecure`` decides, defaulting to plaintext for
-    ``http`` and TLS for a bare ``host:port``. ``certificate_file`` is the CA bundle to trust (the
+    TLS follows the OTLP exporter rules: an ``https`` scheme is always TLS; otherwise ``insecure``
+    decides, defaulting to plaintext for ``http`` and TLS for a bare ``host:port``. ``certificate_file`` is the CA bundle to trust (the
     system roots when None); ``client_key_file`` + ``client_certificate_file`` enable mTLS.
     """
 
@@ -119,55 +182,33 @@ class GrpcTransport:
         elif insecure is None:
             insecure = parts.scheme == "http"
         self._secure = not insecure
-        if compression not in (None, "none", "gzip"):
-            raise ConfigError(f"compression={compression!r} is not one of: none, gzip")
-        self._compression = grpc.Compression.Gzip if compression == "gzip" else grpc.Compression.NoCompression
-        # gRPC metadata keys must be lower case; values are never logged.
-        self._metadata = tuple((k.lower(), v) for k, v in (headers or {}).items())
+        grpc_compression = channel_compression(compression)
         overridden = {name for name, _ in channel_options}
-        options = [o for o in _DEFAULT_OPTIONS if o[0] not in overridden] + list(channel_options)
+        options = [o for o in RECONNECT_OPTIONS if o[0] not in overridden] + list(channel_options)
         if self._secure:
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=read_pem(certificate_file, "certificate_file"),
                 private_key=read_pem(client_key_file, "client_key_file"),
                 certificate_chain=read_pem(client_certificate_file, "client_certificate_file"),
             )
-            self._channel = grpc.secure_channel(self._target, credentials, options=options)
+            channel = grpc.secure_channel(self._target, credentials, options=options)
         else:
-            self._channel = grpc.insecure_channel(self._target, options=options)
-        self._export = self._channel.unary_unary(
-            EXPORT_METHOD,
-            request_serializer=None,
-            response_deserializer=ExportLogsServiceResponse.FromString,
-        )
-        self._closed = False
+            channel = grpc.insecure_channel(self._target, options=options)
+        super().__init__(channel, self._target, headers, grpc_compression)
 
     @property
     def endpoint(self) -> str:
         return f"{'https' if self._secure else 'http'}://{self._target}"
 
-    def send(self, request: bytes, timeout: float) -> ExportResult:
-        """Export one request; raises ExportError classified by :func:`classify`."""
-        if self._closed:
-            raise ExportError(f"gRPC transport to {self._target} is closed", retryable=True, status="CLOSED")
-        try:
-            response = self._export(
-                request, timeout=timeout, metadata=self._metadata, compression=self._compression
-            )
-        except grpc.RpcError as err:
-            call: Any = err
-            raise classify(call.code(), call.details(), call.trailing_metadata(), self._target) from None
-        except ValueError as err:  # grpcio raises ValueError on a channel closed under us
-            raise ExportError(
-                f"gRPC transport to {self._target} is closed: {err}", retryable=True, status="CLOSED"
-            ) from None
-        partial = response.partial_success
-        return ExportResult(int(partial.rejected_log_records), str(partial.error_message))
 
-    def close(self) -> None:
-        """Close the channel; calls in flight end at once with CANCELLED."""
-        self._closed = True
-        self._channel.close()
-
-
-__all__ = ["EXPORT_METHOD", "GrpcTransport", "REJECTED_CODES", "RETRYABLE_CODES", "classify", "retry_delay"]
+__all__ = [
+    "EXPORT_METHOD",
+    "RECONNECT_OPTIONS",
+    "REJECTED_CODES",
+    "RETRYABLE_CODES",
+    "ChannelTransport",
+    "GrpcTransport",
+    "channel_compression",
+    "classify",
+    "retry_delay",
+]
