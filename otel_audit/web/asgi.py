@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from otel_audit.api import Audit
 from otel_audit.web.mapping import (
     EVENT_NAME,
+    REFUSAL_BODY,
     Actor,
     ActorLike,
     ActorResolver,
+    RequestArrival,
     RequestAuditor,
     RequestFacts,
-    current_span_ids,
 )
 
 _log = logging.getLogger("otel_audit.web")
@@ -26,8 +26,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-_REFUSAL_BODY = b"audit log unavailable: the request was not processed\n"
 
 
 def starlette_actor(scope: Scope) -> ActorLike:
@@ -106,9 +104,7 @@ class _Exchange:
         self.scope = scope
         self.send = send
         self.root_path = str(scope.get("root_path", ""))
-        self.start_ns = time.time_ns()
-        self.started = time.perf_counter()
-        self.trace_id, self.span_id = current_span_ids()
+        self.arrival = RequestArrival.now()
         self.start_message: Message | None = None
         self.decided = False  # the record is written (or refused): what follows goes straight out
         self.refused = False  # fail-closed refusal: the app's remaining messages are dropped
@@ -167,19 +163,15 @@ class _Exchange:
     def facts(self, status: int | None, exc: BaseException | None) -> RequestFacts:
         scope = self.scope
         client = scope.get("client")
-        return RequestFacts(
+        return self.arrival.facts(
             method=str(scope.get("method", "")),
             path=str(scope.get("path", "")),
             scheme=scope.get("scheme"),
             route=route_template(scope, self.root_path),
             client=str(client[0]) if client else None,
             user_agent=_header(scope, b"user-agent"),
-            start_ns=self.start_ns,
-            duration_s=time.perf_counter() - self.started,
             status=status,
             exception=exc,
-            trace_id=self.trace_id,
-            span_id=self.span_id,
         )
 
     async def refuse(self) -> None:
@@ -190,11 +182,11 @@ class _Exchange:
                 "status": 503,
                 "headers": [
                     (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(_REFUSAL_BODY)).encode()),
+                    (b"content-length", str(len(REFUSAL_BODY)).encode()),
                 ],
             }
         )
-        await self.send({"type": "http.response.body", "body": _REFUSAL_BODY, "more_body": False})
+        await self.send({"type": "http.response.body", "body": REFUSAL_BODY, "more_body": False})
 
 
 def route_template(scope: Scope, entry_root_path: str = "") -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -36,6 +37,9 @@ METHOD_ACTIONS: Final[Mapping[str, str]] = {
     "PATCH": "UPDATE",
     "DELETE": "DELETE",
 }
+
+REFUSAL_BODY: Final = b"audit log unavailable: the request was not processed\n"
+"""The body of the 503 a fail-closed middleware answers when the request's record cannot be persisted."""
 
 _NOT_ACTION_CHARS: Final = re.compile(r"[^A-Z0-9_]")
 
@@ -138,6 +142,51 @@ def current_span_ids() -> tuple[int | None, int | None]:
     """
     ctx = trace.get_current_span().get_span_context()
     return (ctx.trace_id, ctx.span_id) if ctx.is_valid else (None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestArrival:
+    """When a request arrived and the span it arrived in, taken by the middleware before the app runs."""
+
+    start_ns: int
+    started: float
+    """``time.perf_counter()`` at arrival: the request's duration is measured from it."""
+    trace_id: int | None
+    span_id: int | None
+
+    @classmethod
+    def now(cls) -> RequestArrival:
+        start_ns, started = time.time_ns(), time.perf_counter()
+        trace_id, span_id = current_span_ids()
+        return cls(start_ns, started, trace_id, span_id)
+
+    def facts(
+        self,
+        *,
+        method: str,
+        path: str,
+        scheme: str | None,
+        route: str | None,
+        client: str | None,
+        user_agent: str | None,
+        status: int | None,
+        exception: BaseException | None,
+    ) -> RequestFacts:
+        """The request's facts, its duration running until now: call it once the response is decided."""
+        return RequestFacts(
+            method=method,
+            path=path,
+            scheme=scheme,
+            route=route,
+            client=client,
+            user_agent=user_agent,
+            start_ns=self.start_ns,
+            duration_s=time.perf_counter() - self.started,
+            status=status,
+            exception=exception,
+            trace_id=self.trace_id,
+            span_id=self.span_id,
+        )
 
 
 def exception_type(exc: BaseException) -> str:
@@ -306,6 +355,8 @@ __all__ = [
     "DURATION_ATTRIBUTE",
     "EVENT_NAME",
     "METHOD_ACTIONS",
+    "REFUSAL_BODY",
+    "RequestArrival",
     "RequestAuditor",
     "RequestFacts",
     "TARGET_TYPE",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from types import TracebackType
 from typing import Any, Protocol
@@ -11,11 +10,11 @@ from typing import Any, Protocol
 from otel_audit.api import Audit
 from otel_audit.web.mapping import (
     EVENT_NAME,
+    REFUSAL_BODY,
     ActorLike,
     ActorResolver,
+    RequestArrival,
     RequestAuditor,
-    RequestFacts,
-    current_span_ids,
     exception_type,
     request_annotations,
 )
@@ -35,7 +34,6 @@ class StartResponse(Protocol):
 
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
-_REFUSAL_BODY = b"audit log unavailable: the request was not processed\n"
 _REFUSAL_STATUS = "503 Service Unavailable"
 
 
@@ -105,9 +103,7 @@ class _Exchange:
         self.middleware = middleware
         self.environ = environ
         self.start_response = start_response
-        self.start_ns = time.time_ns()
-        self.started = time.perf_counter()
-        self.trace_id, self.span_id = current_span_ids()
+        self.arrival = RequestArrival.now()
         self.held: tuple[str, list[tuple[str, str]], ExcInfo | None] | None = None
         self.server_write: Write | None = None
         self.decided = False
@@ -128,7 +124,7 @@ class _Exchange:
             self.decide()
         if self.refused:
             _close(body)
-            return [_REFUSAL_BODY]
+            return [REFUSAL_BODY]
         return body
 
     def held_start_response(
@@ -159,24 +155,20 @@ class _Exchange:
         self.refused = True
         self.start_response(
             _REFUSAL_STATUS,
-            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(_REFUSAL_BODY)))],
+            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(REFUSAL_BODY)))],
         )
 
     def persist(self, status: int | None, exc: BaseException | None) -> bool:
         environ = self.environ
-        facts = RequestFacts(
+        facts = self.arrival.facts(
             method=str(environ.get("REQUEST_METHOD", "")),
             path=_path(environ),
             scheme=environ.get("wsgi.url_scheme"),
             route=_safe_route(self.middleware.route, environ),
             client=environ.get("REMOTE_ADDR") or None,
             user_agent=environ.get("HTTP_USER_AGENT") or None,
-            start_ns=self.start_ns,
-            duration_s=time.perf_counter() - self.started,
             status=status,
             exception=exc,
-            trace_id=self.trace_id,
-            span_id=self.span_id,
         )
         return self.middleware.auditor.record(facts, environ)
 
