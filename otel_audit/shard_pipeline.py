@@ -362,11 +362,10 @@ class ShardPipeline:
         try:
             drain, self._drain = self._drain, None
             if drain is not None:
-                # Unless it is done, the orphan goes back to the pool (its lock released) for another process.
-                done = drain.done()
+                # Unless it is drained (remove checks, under its lock), the orphan goes back to the
+                # pool for another process.
                 drain.stop(min(1.0, max(0.0, deadline - time.monotonic()) / 4))
-                if done:
-                    self._roots.remove(drain.path)
+                self._roots.remove(drain.path)
             try:
                 # Deliver what we can within the bound, as the SDK's shutdown does; the rest is replayed.
                 self._sender.force_flush(max(0.0, deadline - time.monotonic()) * 0.8)
