@@ -157,6 +157,14 @@ def disk(ctx: Context, receiver: Receiver) -> dict[str, Any]:
 # -- 4 and 5: backlog and footprint ------------------------------------------------------------
 
 
+def _drain_rate(records: int, first: float | None, last: float | None, up: float) -> float:
+    """Records per second over the transfer; from the receiver's start when one request carried it all."""
+    if not records or first is None or last is None:
+        return 0.0
+    span = last - first if last > first else last - up
+    return records / span if span > 0 else float("nan")
+
+
 def _backlog_row(result: dict[str, Any]) -> Row:
     received = result["receiver"]
     n = result["records"]
@@ -171,7 +179,7 @@ def _backlog_row(result: dict[str, Any]) -> Row:
         # From the receiver coming up: the reconnect (sender backoff), then the transfer itself.
         "reconnect_s": (received["first"] - result["up"]) if got else float("nan"),
         "drain_s": (received["last"] - result["up"]) if got else float("nan"),
-        "drain_rate": got / (received["last"] - received["first"]) if got > 1 else 0.0,
+        "drain_rate": _drain_rate(got, received["first"], received["last"], result["up"]),
         "received": got,
         "received_workload": received["events"].get(workload.EVENT_NAME, 0),
         "stored": stored,
