@@ -138,6 +138,7 @@ class AuditPipeline:
             if core is not None:
                 core.shutdown(timeout)
         finally:
+            self.metrics.close()
             _forget(self)
 
     def _forget_core_in_child(self) -> None:

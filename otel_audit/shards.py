@@ -30,7 +30,7 @@ from typing import Any
 
 from otel_audit.exceptions import ConfigError, WALError, WALLockedError
 from otel_audit.export.requeue import pending as requeue_pending
-from otel_audit.wal import WAL, WALReader
+from otel_audit.wal import WAL, WALReader, fileio
 from otel_audit.wal.lock import LOCK_NAME, DirLock, holder_pid, read_pid
 from otel_audit.wal.reader import SEGMENTS_DIR
 
@@ -140,7 +140,9 @@ class ShardRoot:
         flock on a descriptor of its own, never nested (a second flock in the same process would wait
         for the first).
         """
-        self.shards_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # makedirs gives the root and every parent it creates 0700 (mkdir(parents=True) would
+        # leave them at the umask's default) and fsyncs the new names.
+        fileio.makedirs(self.shards_dir)
         fd = os.open(self.shards_dir / ROOT_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
