@@ -49,9 +49,11 @@ def export(source: Source, flt: RecordFilter, fmt: str, output: str | None, prog
             for n, entry in enumerate(source.entries(0, flt), 1):
                 record = entry.record()
                 if writer is not None:
-                    writer.writerow(csv_row(entry.seq, record))
+                    writer.writerow(csv_row(entry.key, record))
                 else:
-                    out.write(terminal.dumps_compact(record_json(entry.seq, record, entry.location)))
+                    out.write(
+                        terminal.dumps_compact(record_json(entry.seq, record, entry.location, entry.shard))
+                    )
                     out.write("\n")
                 written += 1
                 if n % 1000 == 0:

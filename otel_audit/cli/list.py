@@ -1,4 +1,4 @@
-"""`otel-audit list`: newest records first, one page at a time, paged by sequence number."""
+"""`otel-audit list`: newest records first, one page at a time, paged by a cursor (SEQ or SHARD:SEQ,...)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import click
 from . import terminal
 from .filters import RecordFilter
 from .options import filter_options, report_warnings, source_options
-from .sources import Source
+from .sources import Source, SourceError
 from .views import LIST_COLUMNS, list_row, record_json
 
 
@@ -19,20 +19,24 @@ from .views import LIST_COLUMNS, list_row, record_json
 )
 @click.option(
     "--before",
-    type=click.IntRange(1),
-    metavar="SEQ",
-    help="Only records older than SEQ (the next-page cursor).",
+    metavar="CURSOR",
+    help="Only records before CURSOR, the next-page value printed after a page: SEQ, or for a "
+    "WAL with shards SHARD:SEQ[,SHARD:SEQ...] (a plain SEQ is the root shard's).",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per record (JSON Lines), every field.")
-def list_records(source: Source, flt: RecordFilter, limit: int, before: int | None, as_json: bool) -> None:
+def list_records(source: Source, flt: RecordFilter, limit: int, before: str | None, as_json: bool) -> None:
     """List records newest first; the last line gives the --before value of the next page.
 
     The WAL holds the records not yet delivered plus those sharing a segment with them; the
     archive holds everything the collector received.
     """
-    page = source.newest(limit, before, flt)
+    try:
+        cursor = None if before is None else source.parse_before(before)
+    except SourceError as exc:
+        terminal.abort(str(exc), 2)
+    page = source.newest(limit, cursor, flt)
     if as_json:
-        terminal.display_json_lines(record_json(e.seq, e.record(), e.location) for e in page.entries)
+        terminal.display_json_lines(record_json(e.seq, e.record(), e.location, e.shard) for e in page.entries)
     elif page.entries:
         terminal.display_table(LIST_COLUMNS, (list_row(e) for e in page.entries), outcome_column="OUTCOME")
     else:

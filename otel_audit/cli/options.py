@@ -13,7 +13,8 @@ from otel_audit.config import OTEL_AUDIT_WAL_DIR
 
 from . import terminal
 from .filters import RecordFilter, TimeSpecError, parse_time
-from .sources import ArchiveSource, Source, SourceError, WalSource
+from .sources import ArchiveSource, Source, SourceError
+from .walroot import WalRootSource
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,7 +43,7 @@ def open_source(ctx: click.Context, wal: str | None, archive: tuple[str, ...]) -
         if archive:
             return ArchiveSource(archive)
         if wal:
-            return WalSource(wal)
+            return WalRootSource(wal)
     except SourceError as exc:
         terminal.abort(str(exc))
     terminal.abort(f"no source: give --wal DIR or --archive FILE (or set {OTEL_AUDIT_WAL_DIR})", 2)
@@ -55,7 +56,8 @@ def wal_option(f: F) -> F:
         metavar="DIR",
         envvar=OTEL_AUDIT_WAL_DIR,
         show_envvar=True,
-        help="The application's WAL directory, read without its lock while the application writes.",
+        help="The application's WAL directory (its wal_dir: the root shard and shards/*), "
+        "read without any lock while the application writes.",
     )(f)
 
 

@@ -53,6 +53,16 @@ class Entry(ABC):
         self.seq = seq
 
     @property
+    def shard(self) -> str | None:
+        """The id of the WAL shard holding the record; None for the root shard and the archive."""
+        return None
+
+    @property
+    def key(self) -> str:
+        """How an operator names the record: `SEQ`, or `SHARD:SEQ` outside the root shard."""
+        return str(self.seq) if self.shard is None else f"{self.shard}:{self.seq}"
+
+    @property
     @abstractmethod
     def time_unix_nano(self) -> int: ...
 
@@ -87,7 +97,7 @@ class Page:
     """
 
     entries: list[Entry]
-    next_before: int | None
+    next_before: int | str | None
     high_seq: int = 0
 
 
@@ -101,8 +111,14 @@ class Source(ABC):
         """Yield matching entries with seq > `after`, oldest first, streaming."""
 
     @abstractmethod
-    def newest(self, limit: int, before: int | None = None, flt: RecordFilter | None = None) -> Page:
-        """Return up to `limit` matching entries with seq < `before`, newest first."""
+    def newest(self, limit: int, before: Any = None, flt: RecordFilter | None = None) -> Page:
+        """Return up to `limit` matching entries before the cursor `before` (see `parse_before`), newest first."""
+
+    def parse_before(self, text: str) -> Any:
+        """The `--before` cursor as `newest` takes it: here a sequence number."""
+        if not text.strip().isdigit() or int(text) < 1:
+            raise SourceError(f"--before {text!r} is not a sequence number (1 or more)")
+        return int(text)
 
     @abstractmethod
     def find(self, key: str) -> Entry | None:
@@ -151,14 +167,21 @@ def _anyvalue_text(value: object) -> str:
 class WalEntry(Entry):
     """A WAL frame; the protobuf is parsed on first use, the OTLP/JSON model only for `record()`."""
 
-    __slots__ = ("_contexts", "_payload", "_pb", "_wal_dir")
+    __slots__ = ("_contexts", "_payload", "_pb", "_shard", "_wal_dir")
 
-    def __init__(self, seq: int, payload: bytes, contexts: ContextStore, wal_dir: Path) -> None:
+    def __init__(
+        self, seq: int, payload: bytes, contexts: ContextStore, wal_dir: Path, shard: str | None = None
+    ) -> None:
         super().__init__(seq)
         self._payload = payload
         self._contexts = contexts
         self._wal_dir = wal_dir
+        self._shard = shard
         self._pb: LogRecord | None = None
+
+    @property
+    def shard(self) -> str | None:
+        return self._shard
 
     def _proto(self) -> LogRecord:
         if self._pb is None:
@@ -232,14 +255,16 @@ def _check_wal_dir(directory: Path) -> None:
 
 
 class WalSource(Source):
-    """A WAL directory read without its LOCK, beside the application that writes it.
+    """One WAL directory (one shard of a root) read without its LOCK, beside the application writing it.
 
     Only records still on disk are visible: the WAL deletes a segment once every record in it is
-    acknowledged by the collector; the archive is the long-term history.
+    acknowledged by the collector; the archive is the long-term history. `shard` is the shard's id
+    when it is not the root, so its records are named `SHARD:SEQ` (seqs repeat across shards).
     """
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], shard: str | None = None) -> None:
         self.directory = Path(directory)
+        self.shard = shard
         _check_wal_dir(self.directory)
         try:
             self.reader = WALReader(self.directory)
@@ -251,7 +276,7 @@ class WalSource(Source):
         self._first_seq = 1
 
     def _entry(self, seq: int, payload: bytes) -> WalEntry:
-        return WalEntry(seq, payload, self.contexts, self.directory)
+        return WalEntry(seq, payload, self.contexts, self.directory, self.shard)
 
     def _matcher(self, flt: RecordFilter | None) -> Callable[[int, bytes], WalEntry | None]:
         if flt is None or flt.empty:

@@ -8,17 +8,16 @@ from . import terminal
 from .filters import RecordFilter
 from .options import filter_options, report_warnings, source_options
 from .sources import Entry, Source
-from .views import LIST_COLUMNS, TAIL_WIDTHS, list_row, record_json
+from .views import LIST_COLUMNS, TAIL_WIDTHS, TAIL_WIDTHS_SHARDS, list_row, record_json
+from .walroot import WalRootSource, is_legacy
 
 
-def _show(entries: list[Entry], as_json: bool, *, header: bool) -> None:
+def _show(entries: list[Entry], as_json: bool, *, header: bool, widths: tuple[int, ...]) -> None:
     if as_json:
-        terminal.display_json_lines(record_json(e.seq, e.record(), e.location) for e in entries)
+        terminal.display_json_lines(record_json(e.seq, e.record(), e.location, e.shard) for e in entries)
     else:
         rows = [list_row(e) for e in entries]
-        terminal.display_table(
-            LIST_COLUMNS, rows, outcome_column="OUTCOME", widths=TAIL_WIDTHS, header=header
-        )
+        terminal.display_table(LIST_COLUMNS, rows, outcome_column="OUTCOME", widths=widths, header=header)
 
 
 @click.command("tail")
@@ -45,10 +44,13 @@ def _show(entries: list[Entry], as_json: bool, *, header: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per record (JSON Lines).")
 def tail(source: Source, flt: RecordFilter, count: int, follow: bool, interval: float, as_json: bool) -> None:
-    """Show the last records, oldest first; -f follows the WAL (polling) or the archive's active file."""
+    """Show the last records, oldest first; -f follows the WAL (polling every shard, new ones
+    included) or the archive's active file."""
+    sharded = isinstance(source, WalRootSource) and not is_legacy(source.directory)
+    widths = TAIL_WIDTHS_SHARDS if sharded else TAIL_WIDTHS
     entries, position = source.tail(count, flt)
     if entries or follow:
-        _show(entries, as_json, header=True)
+        _show(entries, as_json, header=True, widths=widths)
     else:
         terminal.display_info("no records")
     report_warnings(source)
@@ -56,6 +58,6 @@ def tail(source: Source, flt: RecordFilter, count: int, follow: bool, interval: 
         return
     try:
         for entry in source.follow(position, flt, interval):
-            _show([entry], as_json, header=False)
+            _show([entry], as_json, header=False, widths=widths)
     except KeyboardInterrupt:
         return

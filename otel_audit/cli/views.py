@@ -14,6 +14,8 @@ from .sources import Entry
 LIST_COLUMNS = ("SEQ", "TIME", "EVENT", "USER", "ACTION", "OUTCOME", "RESOURCE", "TRACE ID")
 # Fixed widths for `tail -f`, whose rows are printed one call at a time and must still line up.
 TAIL_WIDTHS = (8, 24, 24, 16, 10, 8, 24, 13)
+# The same with room for SHARD:SEQ (a 16-digit shard id), for a WAL root with shards.
+TAIL_WIDTHS_SHARDS = (26, *TAIL_WIDTHS[1:])
 # Enough hex digits to tell traces apart on a screen and to paste into --trace-id (a prefix).
 TRACE_ID_SHOWN = 12
 
@@ -42,7 +44,7 @@ def list_row(entry: Entry) -> tuple[str, ...]:
     """The list columns; reads only what the table shows, so no full decode per row."""
     trace = entry.trace_id
     return (
-        str(entry.seq),
+        entry.key,
         format_time(entry.time_unix_nano),
         entry.event_name or "-",
         entry.attribute("audit.actor.id") or "-",
@@ -69,13 +71,17 @@ def _mapping(values: Mapping[str, PyValue]) -> dict[str, Any]:
     return {k: _jsonable(v) for k, v in values.items()}
 
 
-def record_json(seq: int, record: ArchivedRecord, location: str) -> dict[str, Any]:
+def record_json(seq: int, record: ArchivedRecord, location: str, shard: str | None = None) -> dict[str, Any]:
     """Every field of a record as one JSON object (`list --json`, `get --json`, `export --format jsonl`).
 
     Times are given twice: ns since the epoch (exact, sortable) and ISO-8601 UTC (readable).
+    `shard` (the WAL shard's id) is present only for records outside the root shard, whose seqs
+    repeat those of other shards.
     """
-    out: dict[str, Any] = {
-        "seq": seq,
+    out: dict[str, Any] = {"seq": seq}
+    if shard is not None:
+        out["shard"] = shard
+    out |= {
         "record_id": record.record_id,
         "time": format_time_ns(record.time_unix_nano),
         "time_unix_nano": record.time_unix_nano,
@@ -105,8 +111,11 @@ def _text(value: PyValue) -> str:
     return json.dumps(_jsonable(value), ensure_ascii=False, separators=(",", ":"))
 
 
-def csv_row(seq: int, record: ArchivedRecord) -> list[str]:
-    """One CSV line: the audit columns spelled out, the remaining attributes and resource as JSON."""
+def csv_row(seq: int | str, record: ArchivedRecord) -> list[str]:
+    """One CSV line: the audit columns spelled out, the remaining attributes and resource as JSON.
+
+    `seq` is the record's key: SEQ, or SHARD:SEQ outside a WAL's root shard.
+    """
     attrs = record.attributes
     return [
         str(seq),
@@ -130,7 +139,7 @@ def csv_row(seq: int, record: ArchivedRecord) -> list[str]:
 
 
 def detail_sections(
-    seq: int, record: ArchivedRecord, location: str
+    seq: int | str, record: ArchivedRecord, location: str
 ) -> list[tuple[str, list[tuple[str, str]]]]:
     """`get`'s output: the record's fields, then its attributes, then the resource, nothing left out."""
     fields = [
@@ -157,4 +166,13 @@ def detail_sections(
     return [("Record", fields), ("Attributes", attributes), ("Resource", resource)]
 
 
-__all__ = ["CSV_COLUMNS", "LIST_COLUMNS", "csv_row", "detail_sections", "list_row", "record_json"]
+__all__ = [
+    "CSV_COLUMNS",
+    "LIST_COLUMNS",
+    "TAIL_WIDTHS",
+    "TAIL_WIDTHS_SHARDS",
+    "csv_row",
+    "detail_sections",
+    "list_row",
+    "record_json",
+]
