@@ -9,10 +9,13 @@ from typing import Any
 
 import click
 
+from otel_audit.shards import ShardRoot, ShardStatus, read_budget
+
 from . import terminal
 from .filters import format_time
 from .options import open_source, wal_option
 from .sources import ArchiveSource, WalSource
+from .walroot import WalRootSource, is_legacy
 
 # Where the running application may record its sender's last export outcome (see docs/cli.md).
 SENDER_STATE = Path("state") / "sender.json"
@@ -97,6 +100,111 @@ def _wal_status(source: WalSource, as_json: bool, max_age: float | None) -> None
         )
 
 
+_SHARD_COLUMNS = (
+    "SHARD",
+    "PATH",
+    "WRITER",
+    "BACKLOG",
+    "BYTES",
+    "OLDEST",
+    "DEAD",
+    "QUAR",
+    "BUDGET",
+    "LAST EXPORT ERROR",
+)
+
+
+def _shard_json(shard: ShardStatus) -> dict[str, Any]:
+    sender = read_sender_state(shard.path)
+    out: dict[str, Any] = {
+        "id": shard.id,
+        "path": str(shard.path),
+        "root": shard.is_root,
+        "holder_pid": shard.holder_pid,
+        "orphan": shard.holder_pid is None,
+    }
+    out.update((k, v) for k, v in shard.stats.items() if v is not None or k == "oldest_unacked_age")
+    out.pop("lock_holder_pid", None)
+    out.update(
+        budget_bytes=read_budget(shard.path),
+        last_error=(sender or {}).get("last_error"),
+        last_error_time=(sender or {}).get("last_error_time"),
+        sender=sender,
+    )
+    return out
+
+
+def _total(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    ages = [r["oldest_unacked_age"] for r in rows if r["oldest_unacked_age"] is not None]
+    return {
+        "shards": len(rows),
+        "writers": sum(1 for r in rows if not r["orphan"]),
+        "orphans": sum(1 for r in rows if r["orphan"]),
+        "backlog_records": sum(int(r["backlog_records"]) for r in rows),
+        "backlog_bytes": sum(int(r["backlog_bytes"]) for r in rows),
+        "oldest_unacked_age": max(ages) if ages else None,
+        "dead_letter_count": sum(int(r["dead_letter_count"]) for r in rows),
+        "quarantine_count": sum(int(r["quarantine_count"]) for r in rows),
+        "budget_bytes": sum(int(r["budget_bytes"] or 0) for r in rows),
+    }
+
+
+def _last_error(row: dict[str, Any]) -> str:
+    if row["sender"] is None:
+        return "unknown"
+    if not row["last_error"]:
+        return "none"
+    return str(row["last_error"]) + (f" (at {row['last_error_time']})" if row["last_error_time"] else "")
+
+
+def _root_status(root: Path, as_json: bool, max_age: float | None) -> None:
+    """One row per shard (ShardRoot.status(), read without any lock), then the root's totals."""
+    rows = [_shard_json(s) for s in ShardRoot(root).status()]
+    total = _total(rows)
+    age = total["oldest_unacked_age"]
+    too_old = max_age is not None and age is not None and age > max_age
+    if as_json:
+        terminal.display_json(
+            {"wal": str(root), "shards": rows, "total": total, "max_age": max_age, "backlog_too_old": too_old}
+        )
+    else:
+        table = [
+            (
+                r["id"],
+                "." if r["root"] else str(Path(r["path"]).relative_to(root)),
+                "orphan" if r["orphan"] else f"pid {r['holder_pid']}",
+                str(r["backlog_records"]),
+                _bytes(r["backlog_bytes"]),
+                _age(r["oldest_unacked_age"]),
+                str(r["dead_letter_count"]),
+                str(r["quarantine_count"]),
+                "-" if r["budget_bytes"] is None else _bytes(r["budget_bytes"]),
+                _last_error(r),
+            )
+            for r in rows
+        ]
+        table.append(
+            (
+                "total",
+                f"{total['shards']} shard(s)",
+                f"{total['writers']} live, {total['orphans']} orphan",
+                str(total["backlog_records"]),
+                _bytes(total["backlog_bytes"]),
+                _age(age),
+                str(total["dead_letter_count"]),
+                str(total["quarantine_count"]),
+                _bytes(total["budget_bytes"]),
+                "",
+            )
+        )
+        terminal.display_table(_SHARD_COLUMNS, table, wrap=("LAST EXPORT ERROR",))
+    if too_old:
+        terminal.abort(
+            f"backlog is {_age(age)} old, more than --max-age {max_age:g}s: the sender is not delivering",
+            EXIT_BACKLOG_TOO_OLD,
+        )
+
+
 def _archive_status(source: ArchiveSource, as_json: bool) -> None:
     newest = source.newest(1)  # one pass: the newest record, and every count on the way
     stats = source.last_pass_stats()
@@ -149,10 +257,16 @@ def _archive_status(source: ArchiveSource, as_json: bool) -> None:
 def status(
     ctx: click.Context, wal: str | None, archive: tuple[str, ...], as_json: bool, max_age: float | None
 ) -> None:
-    """Backlog, sequence numbers, dead letters and the writer's pid; exit 2 past --max-age."""
+    """Backlog, dead letters and the writer's pid of every shard, and totals; exit 2 past --max-age.
+
+    --max-age applies to the oldest undelivered record of all shards.
+    """
     source = open_source(ctx, wal, archive)
-    if isinstance(source, WalSource):
-        _wal_status(source, as_json, max_age)
+    if isinstance(source, WalRootSource):
+        if is_legacy(source.directory):
+            _wal_status(source.sources[0], as_json, max_age)
+        else:
+            _root_status(source.directory, as_json, max_age)
     else:
         if max_age is not None:
             terminal.abort("--max-age applies to a WAL (--wal), not to an archive", 2)
