@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from flask import Flask, Response, abort, request, stream_with_context
+from flask.testing import FlaskClient
 from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -23,8 +24,22 @@ class LedgerLocked(Exception):
     """An application error Flask turns into a 500."""
 
 
+class BufferedClient(FlaskClient):
+    """Reads and closes every response, as a WSGI server does.
+
+    werkzeug's test client leaves an unread response open; the WSGI instrumentation detaches its
+    span's context only when the response is closed, so an open one leaks that context into
+    whatever runs next on the thread.
+    """
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("buffered", True)
+        return super().open(*args, **kwargs)
+
+
 def flask_app(audit: otel_audit.Audit, tracer_provider: TracerProvider, **options: Any) -> Flask:
     app = Flask("audit-test")
+    app.test_client_class = BufferedClient
 
     @app.get("/accounts/<int:account_id>")
     def read_account(account_id: int) -> dict[str, int]:
