@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench collector clean
+.PHONY: demo test lint bench collector clean venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,8 +27,10 @@ test: $(STAMP) collector lint
 demo: $(STAMP) collector
 	OTEL_AUDIT_COLLECTOR_BIN=$$(bash scripts/build-collector.sh --print) $(BIN)/python examples/demo.py
 
-bench: $(STAMP)
+# Scenarios 1-6 against the SDK's pipeline, then aggregate throughput through 1 and 2 gateways.
+bench: $(STAMP) collector
 	$(BIN)/python -m benchmarks $(ARGS)
+	$(BIN)/python -m benchmarks.scaleout $(if $(findstring --full,$(ARGS)),--profile full,)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
