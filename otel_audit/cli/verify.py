@@ -17,7 +17,7 @@ from otel_audit.integrity.verify import (
 
 from . import terminal
 from .options import open_source, wal_option
-from .sources import ArchiveSource, WalSource
+from .sources import ArchiveSource
 from .walroot import WalRootSource
 
 EXIT_PROBLEMS = 1
@@ -85,11 +85,13 @@ def verify(
     source = open_source(ctx, wal, archive)
     keys: list[Verifier] = [hmac_verifier_from_key_file(f) for f in key_files]
     keys += [load_public_key(f) for f in public_keys]
-    if isinstance(source, WalRootSource) and len(source.sources) > 1:
-        _verify_shards(ctx, source, keys, complete, as_json, max_findings, progress)
-        return
-    if isinstance(source, WalRootSource):
-        report = _verify_one(source.sources[0], keys, complete, max_findings, progress)
+    if isinstance(source, WalRootSource):  # verify_wal reads every shard of the root
+        total = sum(int(shard.reader.stats()["last_seq"]) for shard in source.sources)
+        show = _show_progress(progress, total >= _BIG_WAL_RECORDS)
+        with terminal.progress_bar("verifying", None, enabled=show, unit="records") as bar:
+            report = verify_wal(
+                source.directory, keys, complete=complete, progress=bar.update, max_findings=max_findings
+            )
     else:
         assert isinstance(source, ArchiveSource)
         size = sum(p.stat().st_size for p in source.files)
@@ -103,46 +105,6 @@ def verify(
     else:
         _print_report(report)
     if not report.ok:
-        ctx.exit(EXIT_PROBLEMS)
-
-
-def _verify_one(
-    source: WalSource, keys: list[Verifier], complete: bool, max_findings: int, progress: bool | None
-) -> VerifyReport:
-    total = int(source.reader.stats()["last_seq"])
-    show = _show_progress(progress, total >= _BIG_WAL_RECORDS)
-    with terminal.progress_bar("verifying", None, enabled=show, unit="records") as bar:
-        return verify_wal(
-            source.directory, keys, complete=complete, progress=bar.update, max_findings=max_findings
-        )
-
-
-def _verify_shards(
-    ctx: click.Context,
-    root: WalRootSource,
-    keys: list[Verifier],
-    complete: bool,
-    as_json: bool,
-    max_findings: int,
-    progress: bool | None,
-) -> None:
-    """Each shard on its own: its streams are its processes' (a stream never spans two shards)."""
-    reports = [
-        (shard.id, _verify_one(source, keys, complete, max_findings, progress))
-        for shard, source in zip(root.shards, root.sources, strict=True)
-    ]
-    ok = all(report.ok for _, report in reports)
-    if as_json:
-        terminal.display_json(
-            {"ok": ok, "shards": [{"shard": sid, "report": report.to_dict()} for sid, report in reports]}
-        )
-    else:
-        for i, (sid, report) in enumerate(reports):
-            if i:
-                terminal.display_blank()
-            terminal.display_fields(f"shard {sid}", [])
-            _print_report(report)
-    if not ok:
         ctx.exit(EXIT_PROBLEMS)
 
 

@@ -141,3 +141,22 @@ def write_archive(path: Path, indexes: Sequence[int], per_request: int = 7) -> N
     with open(path, "w") as f:
         for start in range(0, len(indexes), per_request):
             f.write(request_line([Spec(i) for i in indexes[start : start + per_request]]))
+
+
+def write_root(root: Path, shards: dict[str, Sequence[int]], root_records: Sequence[int]) -> dict[str, Path]:
+    """A multi-process `wal_dir`: the root shard and `shards/<id>/`, each a real WAL with its own contexts.
+
+    Returns each shard's directory by id; the root's id (its `shard-id` file) is "r000000000000000".
+    """
+    from otel_audit.shards import SHARD_ID_FILE, SHARDS_DIRNAME
+
+    write_wal(root, root_records, segment_bytes=4096, batch=2)
+    (root / SHARD_ID_FILE).write_text("r000000000000000")
+    paths = {"r000000000000000": root}
+    (root / SHARDS_DIRNAME).mkdir(exist_ok=True)
+    for shard, indexes in shards.items():
+        path = root / SHARDS_DIRNAME / shard
+        write_wal(path, indexes, segment_bytes=4096, batch=2)
+        (path / SHARD_ID_FILE).write_text(shard)
+        paths[shard] = path
+    return paths
