@@ -236,7 +236,15 @@ def open_archive(path: Path) -> IO[bytes]:
         FileNotFoundError, IsADirectoryError, PermissionError: as `open` does.
     """
     if is_gzip(path):
-        return cast(IO[bytes], gzip.open(path, "rb"))
+        stream = cast(IO[bytes], gzip.open(path, "rb"))
+        try:
+            # Two magic bytes are weak evidence: a plain archive whose first line was torn into
+            # junk can start with them. Only a stream that really inflates is read as gzip.
+            stream.read(1)
+            stream.seek(0)
+            return stream
+        except (OSError, EOFError, zlib.error):
+            stream.close()
     return open(path, "rb")
 
 

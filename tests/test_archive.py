@@ -345,3 +345,10 @@ def test_archive_files_lists_rotated_files_oldest_first_then_the_active_one(tmp_
         "audit.jsonl",
     ]
     assert archive_files(tmp_path / "missing" / "audit.jsonl") == []
+
+
+def test_a_plain_archive_whose_torn_first_line_starts_like_gzip_is_still_read_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(b"\x1f\x8b\x08junk\n" + (_line("a") + "\n" + _line("b") + "\n").encode())
+    reader = ArchiveReader([path])
+    assert _ids(list(reader.records())) == ["a", "b"]
