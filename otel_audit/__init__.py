@@ -17,6 +17,7 @@ from otel_audit.exceptions import (
 from otel_audit.export.exporter import WALLogRecordExporter
 from otel_audit.export.processor import DurableLogRecordProcessor
 from otel_audit.record import AuditReceipt
+from otel_audit.shards import ShardRoot
 from otel_audit.version import __version__
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "ExportError",
     "InvalidAuditRecordError",
     "OtelAuditError",
+    "ShardRoot",
     "WALCorruptionError",
     "WALError",
     "WALFormatError",

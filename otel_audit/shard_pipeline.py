@@ -368,7 +368,9 @@ class ShardPipeline:
                 self._roots.remove(drain.path)
             try:
                 # Deliver what we can within the bound, as the SDK's shutdown does; the rest is replayed.
-                self._sender.force_flush(max(0.0, deadline - time.monotonic()) * 0.8)
+                # Not while the collector is known to be failing: waiting would only delay the exit.
+                if self._sender.stats()["consecutive_failures"] == 0:
+                    self._sender.force_flush(max(0.0, deadline - time.monotonic()) * 0.8)
                 self._sender.shutdown(max(0.0, deadline - time.monotonic()))
             finally:
                 drained = self._wal.last_seq <= self._sender.delivered_seq
