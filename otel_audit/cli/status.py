@@ -31,6 +31,13 @@ def read_sender_state(wal_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _when(value: object) -> str:
+    """A time from sender.json: epoch seconds (what the sender writes) or already RFC 3339 text."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return format_time(int(value * 1e9))
+    return str(value)
+
+
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -76,7 +83,7 @@ def _wal_status(source: WalSource, as_json: bool, max_age: float | None) -> None
             error = sender.get("last_error")
             last_error = str(error) if error else "none"
             if error and sender.get("last_error_time"):
-                last_error += f" (at {sender['last_error_time']})"
+                last_error += f" (at {_when(sender['last_error_time'])})"
         rows = [
             ("wal", str(source.directory)),
             ("writer", f"running (pid {pid})" if pid is not None else "not running (no process holds LOCK)"),
@@ -91,7 +98,7 @@ def _wal_status(source: WalSource, as_json: bool, max_age: float | None) -> None
             ("last export error", last_error),
         ]
         if sender is not None and sender.get("last_success_time"):
-            rows.append(("last export ok", str(sender["last_success_time"])))
+            rows.append(("last export ok", _when(sender["last_success_time"])))
         terminal.display_fields(None, rows)
     if too_old:
         terminal.abort(
@@ -154,7 +161,8 @@ def _last_error(row: dict[str, Any]) -> str:
         return "unknown"
     if not row["last_error"]:
         return "none"
-    return str(row["last_error"]) + (f" (at {row['last_error_time']})" if row["last_error_time"] else "")
+    when = row["last_error_time"]
+    return str(row["last_error"]) + (f" (at {_when(when)})" if when else "")
 
 
 def _root_status(root: Path, as_json: bool, max_age: float | None) -> None:

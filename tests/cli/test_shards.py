@@ -62,6 +62,10 @@ def test_status_has_a_row_per_shard_and_a_total(invoke: Invoke, root: Path) -> N
             {"last_error": "UNAVAILABLE: connection refused", "last_error_time": "2026-04-02T06:07:00Z"}
         )
     )
+    (root / "state").mkdir()  # the sender writes epoch seconds; shown as UTC
+    (root / "state" / "sender.json").write_text(
+        json.dumps({"last_error": "DEADLINE_EXCEEDED", "last_error_time": 1_775_110_020.5})
+    )
     (root / "budget").write_text(str(1 << 20))
     with WAL.open(root / "shards" / B, durability="never", segment_bytes=4096) as wal:
         wal.ack(5)
@@ -75,6 +79,8 @@ def test_status_has_a_row_per_shard_and_a_total(invoke: Invoke, root: Path) -> N
     assert "UNAVAILABLE: connection refused (at 2026-04-02T06:07:00Z)" in rows[A]
     assert rows[B].split()[1:5] == [f"shards/{B}", "pid", str(os.getpid()), "15"]
     assert "1.0 MiB" in rows[ROOT_ID]
+    assert "DEADLINE_EXCEEDED (at 2026-04-02T06:07:00.500Z)" in rows[ROOT_ID]
+    assert rows[B].split()[-1] == "unknown"  # B has no state/sender.json
     assert rows["total"].split()[1:8] == ["3", "shard(s)", "1", "live,", "2", "orphan", "55"]
 
     by_id = {s["id"]: s for s in data["shards"]}
