@@ -157,6 +157,14 @@ def test_paging_with_a_filter_across_shards(invoke: Invoke, root: Path) -> None:
     assert seen == expected_ids([i for i in range(TOTAL, 0, -1) if i % 4 == 0])
 
 
+def test_a_cursor_naming_a_removed_shard_lists_the_others_with_a_warning(invoke: Invoke, root: Path) -> None:
+    os.rename(root / "shards" / B, root / "shards" / f".removed-{B}-1")
+    result = invoke("list", "--wal", root, "-n", "2", "--json", "--before", f"18,{A}:19,{B}:19")
+    assert result.exit_code == 0, result.output
+    assert ids_of(result.stdout) == expected_ids([52, 51])  # B (53) is gone
+    assert f"warning: shard '{B}' of the cursor is gone" in result.stderr
+
+
 def test_a_bad_cursor_is_a_usage_error(invoke: Invoke, root: Path) -> None:
     result = invoke("list", "--wal", root, "--before", f"{A}:x")
     assert result.exit_code == 2 and "is not a cursor" in result.stderr
