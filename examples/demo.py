@@ -148,8 +148,14 @@ def wait_until(what: str, check: Callable[[], tuple[bool, str]], timeout: float)
 
 
 def backlog_line(status: dict[str, Any]) -> str:
-    writer = f"writer pid {status['lock_holder_pid']}" if status.get("lock_holder_pid") else "no writer"
-    return f"backlog [bold]{status['backlog_records']}[/bold] records, {status['backlog_bytes'] / 1024:.1f} KiB on disk ({writer})"
+    # `otel-audit status --json` reports each WAL shard (one per writing process) and their total.
+    total = status["total"]
+    pids = [str(shard["holder_pid"]) for shard in status["shards"] if shard.get("holder_pid")]
+    writer = f"writer pid {', '.join(pids)}" if pids else "no writer"
+    return (
+        f"backlog [bold]{total['backlog_records']}[/bold] records, "
+        f"{total['backlog_bytes'] / 1024:.1f} KiB on disk ({writer})"
+    )
 
 
 def run(demo: Demo) -> int:
@@ -198,10 +204,10 @@ def run(demo: Demo) -> int:
     step(6, "restart the collector: the backlog drains")
     demo.collector.start()
     back = time.monotonic()
-    peak = demo.status()["backlog_records"]
+    peak = demo.status()["total"]["backlog_records"]
     wait_until(
         f"draining {peak} records",
-        lambda: (lambda s: (s["backlog_records"] < RATE / 2, f"{s['backlog_records']} left"))(demo.status()),
+        lambda: (lambda s: (s["backlog_records"] < RATE / 2, f"{s['backlog_records']} left"))(demo.status()["total"]),
         30,
     )
     console.print(f"{peak} records drained within {time.monotonic() - back:.1f} s of the collector's return")
