@@ -110,8 +110,14 @@ class CutResult:
 
     @property
     def lost(self) -> list[int]:
+        """Acknowledged before the cut and gone after it.
+
+        A real power cut is instantaneous; the shutdown ioctl that stands in for it is not, and an
+        fsync racing with it can still return. An append that returned after the cut began was
+        not acknowledged before the power went, so it cannot count as lost.
+        """
         kept = set(self.present)
-        return sorted(s for s in self.acknowledged if s not in kept)
+        return sorted(s for s, t in self.acknowledged.items() if t < self.cut_at and s not in kept)
 
     def lost_age_max(self) -> float:
         """How long before the cut the oldest lost record had been acknowledged (0 if none lost)."""
