@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -251,9 +252,6 @@ class AuditConfig:
     signing_key_file: str | None = None
     resource_attributes: Mapping[str, Any] = field(default_factory=dict)
 
-    def with_changes(self, **changes: Any) -> AuditConfig:
-        return replace(self, **changes)
-
 
 # --- parsers: one per type; env values warn and fall back, explicit arguments raise -------------
 
@@ -474,6 +472,11 @@ def resolve_config(
     Environment values that do not parse are logged and replaced by the default, as the OTel SDK does,
     so a typo in a deployment variable cannot take the host application down.
     """
+    unknown = sorted(set(exporter_args) - _EXPORTER_ARGS)
+    if unknown:
+        # A misspelt option must not be silently ignored: name it and what is accepted.
+        accepted = sorted(_EXPORTER_ARGS | set(inspect.signature(resolve_config).parameters) - {"exporter_args"})
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
     name = service_name or _env("OTEL_SERVICE_NAME") or "unknown_service"
     exporter = resolve_exporter_config(**exporter_args)
 
@@ -534,6 +537,4 @@ def resolve_config(
     return cfg
 
 
-def config_field_names() -> list[str]:
-    """Names accepted by :func:`resolve_config` (used to reject unknown keyword arguments early)."""
-    return [f.name for f in fields(AuditConfig)]
+_EXPORTER_ARGS = frozenset(inspect.signature(resolve_exporter_config).parameters)

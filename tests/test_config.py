@@ -113,3 +113,8 @@ def test_default_wal_dir_does_not_depend_on_the_working_directory(monkeypatch: p
     assert default_wal_dir("billing/api") == Path("/srv/state/otel-audit/billing_api")
     monkeypatch.setenv("OTEL_SERVICE_NAME", "payments")
     assert resolve_config().wal_dir == Path("/srv/state/otel-audit/payments")
+
+
+def test_a_misspelt_option_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown option.*duribility.*accepted:.*durability"):
+        resolve_config(wal_dir=tmp_path, duribility="always")
