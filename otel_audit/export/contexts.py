@@ -9,6 +9,7 @@ from pathlib import Path
 
 from otel_audit.exceptions import WALContextError, WALError
 from otel_audit.export.payload import CONTEXT_ID_BYTES
+from otel_audit.wal import fileio
 
 CONTEXTS_DIRNAME = "contexts"
 
@@ -20,14 +21,6 @@ def context_id_of(blob: bytes) -> bytes:
     agree on the id without coordination, and a reader can check a file against its name.
     """
     return hashlib.blake2b(blob, digest_size=CONTEXT_ID_BYTES).digest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ContextStore:
@@ -83,21 +76,18 @@ class ContextStore:
         return cid
 
     def _write(self, path: Path, blob: bytes) -> None:
+        # Through the WAL's file layer: the same durable-create steps, and crash tests can record them.
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            if not self._dir.is_dir():
-                self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                _fsync_dir(self._wal_dir)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fileio.makedirs(self._dir)
+            fd = fileio.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                view = memoryview(blob)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                fileio.write_all(fd, blob)
+                fileio.fsync(fd)
             finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            _fsync_dir(self._dir)
+                fileio.close(fd)
+            fileio.replace(tmp, path)
+            fileio.fsync_dir(self._dir)
         except OSError as exc:
             try:
                 tmp.unlink(missing_ok=True)
